@@ -1,0 +1,22 @@
+PYTHON ?= python3
+THREADS ?= 2
+
+.PHONY: test test-fast lint format bench
+
+test:  ## the whole suite, slow end-to-end recipe tests included (what CI runs)
+	$(PYTHON) -m pytest
+
+test-fast:  ## unit tests only
+	$(PYTHON) -m pytest -m "not slow"
+
+lint:
+	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff format --check src tests bench
+	shellcheck -x utils/*.sh egs/librispeech/*/*.sh egs/librispeech/*/local/*.sh
+
+format:
+	$(PYTHON) -m ruff format src tests bench
+	$(PYTHON) -m ruff check --fix src tests bench
+
+bench:  ## speed and memory on CPU (see bench/README.md)
+	$(PYTHON) bench/bench_model.py --threads $(THREADS)

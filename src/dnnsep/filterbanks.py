@@ -1,0 +1,72 @@
+"""Learned analysis / synthesis filterbanks: the TasNet encoder and decoder.
+
+The encoder is a strided 1-D convolution from the waveform to ``n_filters`` channels, the decoder
+its transposed counterpart.  :func:`pad_signal` pads any input of at least one sample so that every
+sample is covered by the same number of windows; the model crops the decoder output back to the
+input length.
+
+>>> import torch
+>>> enc, dec = Encoder(n_filters=64, kernel_size=16, stride=8), Decoder(n_filters=64, kernel_size=16, stride=8)
+>>> x = torch.randn(3, 1000)
+>>> padded, front = pad_signal(x, kernel_size=16, stride=8)
+>>> padded.shape, front
+(torch.Size([3, 1016]), 8)
+>>> w = enc(padded)
+>>> w.shape  # (batch, n_filters, frames)
+torch.Size([3, 64, 126])
+>>> dec(w).shape  # (batch, padded time)
+torch.Size([3, 1016])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_signal(x: torch.Tensor, *, kernel_size: int, stride: int) -> tuple[torch.Tensor, int]:
+    """Pad the last axis so frames tile it exactly, with ``kernel_size - stride`` samples in front.
+
+    The front padding lets the first samples be covered by as many windows as the middle ones; the
+    back padding adds the same plus what is needed to complete the last frame.
+
+    Shape: x: (..., time) -> (..., padded_time); also returns the number of samples added in front.
+    """
+    front = kernel_size - stride
+    length = x.shape[-1] + 2 * front
+    rest = (length - kernel_size) % stride
+    back = front + (stride - rest) % stride
+    return F.pad(x, (front, back)), front
+
+
+class Encoder(nn.Module):
+    """Conv1d from one channel to ``n_filters``, no bias, then ReLU (or nothing for ``'linear'``).
+
+    Shape: (batch, time) -> (batch, n_filters, frames), frames = (time - kernel_size) // stride + 1.
+    """
+
+    def __init__(self, *, n_filters: int, kernel_size: int, stride: int, activation: str = "relu"):
+        super().__init__()
+        if activation not in ("relu", "linear"):
+            raise ValueError(f"encoder_activation must be 'relu' or 'linear', got {activation!r}")
+        self.conv = nn.Conv1d(1, n_filters, kernel_size, stride=stride, bias=False)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv(x.unsqueeze(1))  # (batch, 1, time) -> (batch, n_filters, frames)
+        return F.relu(w) if self.activation == "relu" else w
+
+
+class Decoder(nn.Module):
+    """Transposed Conv1d from ``n_filters`` channels back to one, no bias (overlap-add of bases).
+
+    Shape: (batch, n_filters, frames) -> (batch, (frames - 1) * stride + kernel_size).
+    """
+
+    def __init__(self, *, n_filters: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(n_filters, 1, kernel_size, stride=stride, bias=False)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(w).squeeze(1)  # (batch, 1, time) -> (batch, time)

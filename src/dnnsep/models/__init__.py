@@ -1,0 +1,5 @@
+"""Separation models."""
+
+from .dprnn_tasnet import DPRNNConfig, DPRNNTasNet
+
+__all__ = ["DPRNNConfig", "DPRNNTasNet"]

@@ -1,0 +1,195 @@
+"""DPRNN-TasNet: shapes, causality, every option, checkpoints and bad configs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dnnsep import CheckpointError, DPRNNConfig, DPRNNTasNet
+
+TINY = dict(n_filters=16, kernel_size=16, hidden=16, chunk_size=100, hop_size=50, n_blocks=1)
+
+
+def tiny(**changes) -> DPRNNTasNet:
+    torch.manual_seed(0)
+    return DPRNNTasNet(DPRNNConfig(**{**TINY, **changes})).eval()
+
+
+@pytest.mark.parametrize("mask", ["sigmoid", "relu", "softmax"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_output_length_equals_input_length(mask, batch):
+    model = tiny(mask=mask, n_sources=3)
+    for length in (1, 7, 799, 16000, 16001):
+        with torch.no_grad():
+            out = model(torch.randn(batch, length))
+        assert out.shape == (batch, 3, length)
+        assert torch.isfinite(out).all()
+
+
+def test_default_config_is_the_seed_recipe_and_its_size_is_pinned():
+    config = DPRNNConfig()
+    assert (config.n_filters, config.kernel_size, config.stride, config.bottleneck) == (64, 16, 8, 64)
+    assert (config.hidden, config.chunk_size, config.hop_size, config.n_blocks) == (256, 100, 50, 3)
+    assert (config.n_sources, config.mask, config.norm, config.causal, config.sample_rate) == (
+        2, "sigmoid", "gln", False, 16000)
+    model = DPRNNTasNet()
+    assert sum(p.numel() for p in model.parameters()) == 1_306_049
+    lstm = model.separator.blocks[0].intra_rnn
+    assert lstm.bidirectional and lstm.hidden_size == 128  # H = 256 in total, H/2 per direction
+    assert model.separator.bottleneck.out_features == 64  # F = N by default
+
+
+def test_mask_nonlinearities():
+    x = torch.randn(2, 4000)
+    w = tiny().encoder(torch.nn.functional.pad(x, (8, 8)))
+    for mask, check in [
+        ("softmax", lambda m: torch.allclose(m.sum(1), torch.ones_like(m.sum(1)))),  # across sources
+        ("sigmoid", lambda m: bool(((m > 0) & (m < 1)).all())),
+        ("relu", lambda m: bool((m >= 0).all()) and bool((m == 0).any())),
+    ]:
+        masks = tiny(mask=mask, n_sources=3).separator(w)
+        assert masks.shape == (2, 3, 16, w.shape[-1]) and check(masks), mask
+
+
+def perturbation_reach(model: DPRNNTasNet, t0: int, length: int = 6000) -> torch.Tensor:
+    """Largest change of each output sample when the input changes from sample t0 on."""
+    torch.manual_seed(1)
+    x = torch.randn(1, length)
+    y = x.clone()
+    y[:, t0:] += torch.randn(1, length - t0)
+    with torch.no_grad():
+        return (model(x) - model(y)).abs().amax(dim=(0, 1))  # (time,)
+
+
+@pytest.mark.parametrize("t0", [3000, 4321])
+def test_causal_model_does_not_look_further_ahead_than_its_latency(t0):
+    model = tiny(causal=True, chunk_size=20, hop_size=10, n_blocks=2)
+    latency = model.config.latency  # chunk_size * stride + kernel_size = 20 * 8 + 16
+    assert latency == 176
+    change = perturbation_reach(model, t0)
+    assert change[: t0 - latency].max() < 1e-5  # nothing before t0 - latency moves
+    assert change[t0:].min() > 0  # while the perturbed part does
+
+
+def test_non_causal_model_fails_the_causality_check():
+    model = tiny(causal=False, chunk_size=20, hop_size=10, n_blocks=2)
+    change = perturbation_reach(model, 3000)
+    assert change[: 3000 - model.config.latency].max() > 1e-3  # the same check would catch look-ahead
+    # and cumulative norm alone is not enough: the inter-chunk BiLSTM also looks ahead
+    change = perturbation_reach(tiny(causal=False, norm="cln", chunk_size=20, hop_size=10), 3000)
+    assert change[: 3000 - model.config.latency].max() > 1e-3
+
+
+OPTION_CHANGES = {
+    "n_filters": 24, "kernel_size": 8, "stride": 4, "bottleneck": 12, "hidden": 24, "chunk_size": 50,
+    "hop_size": 25, "n_blocks": 2, "n_sources": 3, "mask": "relu", "norm": "cln", "causal": True,
+    "encoder_activation": "linear",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_CHANGES))
+def test_every_option_changes_the_model(name):
+    base = tiny()
+    other = tiny(**{name: OPTION_CHANGES[name]})
+    assert getattr(other.config, name) != getattr(base.config, name)
+    x = torch.randn(2, 3000)
+    shapes = lambda m: [tuple(p.shape) for p in m.state_dict().values()]  # noqa: E731
+    with torch.no_grad():
+        differs = shapes(base) != shapes(other) or not torch.allclose(base(x), other(x))
+    assert differs, f"{name} changes nothing in the model"
+
+
+def test_every_config_field_is_covered_by_the_option_test():
+    fields = {f.name for f in dataclasses.fields(DPRNNConfig)}
+    assert fields - set(OPTION_CHANGES) == {"sample_rate"}  # the input rate: checked by audio I/O, not the net
+
+
+@pytest.mark.parametrize(
+    "changes, option",
+    [
+        (dict(hop_size=120), "hop_size"),
+        (dict(hop_size=30), "hop_size"),  # does not divide chunk_size
+        (dict(kernel_size=1), "kernel_size"),
+        (dict(n_sources=0), "n_sources"),
+        (dict(mask="tanh"), "mask"),
+        (dict(norm="batch"), "norm"),
+        (dict(causal=True, norm="gln"), "norm"),
+        (dict(hidden=15), "hidden"),
+        (dict(n_blocks=0), "n_blocks"),
+        (dict(stride=20), "stride"),
+        (dict(n_filters=2.5), "n_filters"),
+    ],
+)
+def test_invalid_configs_name_the_option(changes, option):
+    with pytest.raises(ValueError, match=rf"\b{option}\b"):
+        DPRNNConfig(**{**TINY, **changes})
+
+
+def test_config_from_dict_refuses_unknown_options():
+    with pytest.raises(ValueError, match="n_filter"):
+        DPRNNConfig.from_dict({"n_filter": 64})
+    assert DPRNNConfig.from_dict(DPRNNConfig(causal=True).to_dict()) == DPRNNConfig(causal=True)
+
+
+def test_separate_accepts_numpy_and_tensors_without_autograd():
+    model = tiny()
+    x = np.random.default_rng(0).standard_normal(1234).astype(np.float32)
+    out = model.separate(x)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 1234)
+    batch = model.separate(torch.from_numpy(np.stack([x, x])))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (2, 2, 1234) and not batch.requires_grad
+    np.testing.assert_allclose(batch[0].numpy(), out, atol=1e-5)
+    assert model.separate(x.astype(np.float64)).dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        model.separate(np.zeros((1, 2, 100)))
+
+
+def test_checkpoint_round_trip_gives_identical_output(tmp_path):
+    model = tiny(causal=True, mask="softmax", n_sources=3)
+    path = tmp_path / "model.pth"
+    model.save(path)
+    ckpt = torch.load(path, weights_only=True)  # plain values only
+    assert set(ckpt) == {"model_name", "model_args", "state_dict"}
+    loaded = DPRNNTasNet.from_checkpoint(path).eval()
+    assert loaded.config == model.config
+    x = torch.randn(2, 5000)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_bad_checkpoints_give_one_line_errors_naming_the_file(tmp_path):
+    def error(path):
+        with pytest.raises(CheckpointError) as info:
+            DPRNNTasNet.from_checkpoint(path)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message
+        return message
+
+    assert "no such" in error(tmp_path / "missing.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    assert "not a readable" in error(corrupt)
+    good = tmp_path / "good.pth"
+    tiny().save(good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    assert "not a readable" in error(truncated)
+    other = tmp_path / "other.pth"
+    torch.save({"model_name": "ConvTasNet", "model_args": {}, "state_dict": {}}, other)
+    assert "ConvTasNet" in error(other)
+    mismatched = tmp_path / "mismatched.pth"
+    ckpt = tiny().checkpoint()
+    ckpt["model_args"]["hidden"] = 32
+    torch.save(ckpt, mismatched)
+    assert "do not match" in error(mismatched)
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"model_name": "DPRNNTasNet", "model_args": DPRNNConfig(**TINY)}, pickled)  # a pickled object
+    assert "not a readable" in error(pickled)
+
+
+def test_forward_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(batch, time\)"):
+        tiny()(torch.randn(2, 1, 100))
+    with pytest.raises(ValueError, match="time >= 1"):
+        tiny()(torch.randn(2, 0))
