@@ -35,8 +35,9 @@ def test_default_config_is_the_seed_recipe_and_its_size_is_pinned():
         2, "sigmoid", "gln", False, 16000)
     model = DPRNNTasNet()
     assert sum(p.numel() for p in model.parameters()) == 1_306_049
-    lstm = model.separator.blocks[0].intra_rnn
-    assert lstm.bidirectional and lstm.hidden_size == 128  # H = 256 in total, H/2 per direction
+    intra = model.separator.blocks[0].intra
+    assert intra.rnn.hidden_size == intra.rnn_reverse.hidden_size == 128  # H = 256 in all, H/2 per direction
+    assert intra.linear.in_features == intra.linear_reverse.in_features == 128
     assert model.separator.bottleneck.out_features == 64  # F = N by default
 
 
@@ -193,3 +194,21 @@ def test_forward_rejects_bad_shapes():
         tiny()(torch.randn(2, 1, 100))
     with pytest.raises(ValueError, match="time >= 1"):
         tiny()(torch.randn(2, 0))
+
+
+def test_rnn_projection_equals_a_bilstm_followed_by_a_linear_layer():
+    from dnnsep.dual_path import RNNProjection
+
+    torch.manual_seed(0)
+    block = RNNProjection(channels=6, hidden=10, bidirectional=True)
+    bilstm = torch.nn.LSTM(6, 5, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(bilstm, name).copy_(getattr(block.rnn, name))
+            getattr(bilstm, name + "_reverse").copy_(getattr(block.rnn_reverse, name))
+    x = torch.randn(13, 4, 6)  # (time, batch, channels)
+    linear = torch.nn.Linear(10, 6)
+    with torch.no_grad():
+        linear.weight.copy_(torch.cat([block.linear.weight, block.linear_reverse.weight], 1))
+        linear.bias.copy_(block.linear.bias)
+    torch.testing.assert_close(block(x), linear(bilstm(x)[0]))

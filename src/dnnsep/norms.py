@@ -1,15 +1,15 @@
 """Normalisations over channel-last tensors: global (gLN) and cumulative (cLN) layer norm.
 
-Both take ``(batch, time, ..., channels)``: gLN uses statistics over everything but the batch axis,
-cLN over everything up to and including the current step of axis 1 (so it never looks ahead along
-that axis), which is what makes the causal model causal.
+Both take channel-last tensors and are told which axis is the batch (and the time) axis: gLN uses
+statistics over everything but the batch axis, cLN over everything up to and including the current
+step of the time axis (so it never looks ahead along it), which is what makes the causal model causal.
 
 >>> import torch
->>> x = torch.randn(2, 10, 4, 8)  # (batch, chunks, chunk frames, channels)
->>> GlobalLayerNorm(8)(x).shape
-torch.Size([2, 10, 4, 8])
->>> y = CumulativeLayerNorm(8)(x)
->>> torch.allclose(y[:, :3], CumulativeLayerNorm(8)(x[:, :3]))  # no look-ahead along axis 1
+>>> x = torch.randn(4, 10, 2, 8)  # (chunk frames, chunks, batch, channels)
+>>> GlobalLayerNorm(8)(x, batch_dim=2).shape
+torch.Size([4, 10, 2, 8])
+>>> y = CumulativeLayerNorm(8)(x, batch_dim=2, time_dim=1)
+>>> torch.allclose(y[:, :3], CumulativeLayerNorm(8)(x[:, :3], batch_dim=2, time_dim=1), atol=1e-6)
 True
 """
 
@@ -28,37 +28,42 @@ class _ChannelLastNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
+    def _affine(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / sqrt(var + eps) * gain + bias`` as one pass over ``x``."""
+        scale = torch.rsqrt(var + self.eps) * self.gain
+        return torch.addcmul(self.bias - mean * scale, x, scale)
+
 
 class GlobalLayerNorm(_ChannelLastNorm):
-    """Layer norm with one mean and variance per example, over all axes but the first.
+    """Layer norm with one mean and variance per example, over all axes but ``batch_dim``.
 
-    Shape: (batch, ..., channels) -> same.
+    Shape: (..., channels) -> same; ``time_dim`` is accepted for symmetry with cLN and unused.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, x.dim()))
-        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.gain + self.bias
+    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1) -> torch.Tensor:
+        dims = [d for d in range(x.dim()) if d != batch_dim]
+        # sums, not torch.var_mean: its Welford pass is several times slower on CPU
+        mean = x.mean(dims, keepdim=True)
+        var = (x * x).mean(dims, keepdim=True).sub_(mean * mean).clamp_min_(0)
+        return self._affine(x, mean, var)
 
 
 class CumulativeLayerNorm(_ChannelLastNorm):
-    """Layer norm whose statistics at step t of axis 1 use steps 0..t only (all other axes whole).
+    """Layer norm whose statistics at step t of ``time_dim`` use steps 0..t only (other axes whole).
 
-    Shape: (batch, time, ..., channels) -> same.
+    Shape: (..., channels) -> same.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, steps = x.shape[:2]
-        flat = x.reshape(batch, steps, -1)  # (batch, time, features per step)
-        per_step = flat.shape[-1]
-        s1 = flat.sum(-1).cumsum(1)  # (batch, time)
-        s2 = flat.pow(2).sum(-1).cumsum(1)
-        count = per_step * torch.arange(1, steps + 1, device=x.device, dtype=x.dtype)
-        mean = s1 / count
-        var = (s2 / count - mean.pow(2)).clamp_min(0)
-        shape = (batch, steps) + (1,) * (x.dim() - 2)
-        mean, var = mean.view(shape), var.view(shape)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.gain + self.bias
+    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1) -> torch.Tensor:
+        dims = [d for d in range(x.dim()) if d not in (batch_dim, time_dim)]
+        steps = x.shape[time_dim]
+        per_step = x.numel() // (steps * x.shape[batch_dim])
+        count_shape = [1] * x.dim()
+        count_shape[time_dim] = steps
+        count = per_step * torch.arange(1, steps + 1, device=x.device, dtype=x.dtype).view(count_shape)
+        mean = x.sum(dims, keepdim=True).cumsum(time_dim) / count  # 1 on every axis but batch and time
+        var = (x.pow(2).sum(dims, keepdim=True).cumsum(time_dim) / count - mean.pow(2)).clamp_min(0)
+        return self._affine(x, mean, var)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
