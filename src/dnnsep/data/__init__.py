@@ -1,0 +1,12 @@
+"""Data: LibriSpeech download and mixture lists (``prepare``), the training dataset, a synthetic corpus.
+
+- :mod:`dnnsep.data.librispeech`: download / verify / extract LibriSpeech, or link an existing copy.
+- :mod:`dnnsep.data.lists`: mixture lists ``<dataset_dir>/<n>mix/<split>.json`` (format in its doc).
+- :mod:`dnnsep.data.dataset`: :class:`MixtureDataset` over those lists.
+- :mod:`dnnsep.data.synthetic`: a tiny speech-like corpus in LibriSpeech's layout, and a mirror of it.
+"""
+
+from .dataset import MixtureDataset
+from .lists import SPLITS, list_path, read_list
+
+__all__ = ["SPLITS", "MixtureDataset", "list_path", "read_list"]

@@ -1,0 +1,150 @@
+"""A PyTorch dataset over mixture lists: reads only the frames it needs, mixes on the fly if asked.
+
+Each item is ``(mixture, sources)``, float32 tensors with ``mixture == sources.sum(0)``; source ``k``
+is the list's ``[start, start + frames)`` slice of its flac file, scaled to an RMS of
+``level_dbfs + gain_db`` dB re full scale (see :mod:`dnnsep.data.lists`).
+
+With ``dynamic_mixing=True`` (training lists only), item ``i`` keeps the list's first source of
+mixture ``i`` but draws new partners (other speakers), start frames and gains from a generator
+seeded with ``(seed, epoch, i)``: every epoch differs, and any epoch can be reproduced or resumed
+after :meth:`MixtureDataset.set_epoch`, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..errors import AudioError, DnnsepError
+from .librispeech import Utterance
+from .lists import Rng, by_speaker, draw_sources, read_list
+
+SILENCE_RMS = 1e-4  # -80 dBFS: quieter slices are scaled as if this loud, so near-silence stays quiet
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """Mixtures of a list written by ``prepare`` (``<dataset_dir>/<n>mix/<split>.json``).
+
+    Args:
+        list_path: the JSON list; its paths are relative to its grandparent folder (``dataset_dir``).
+        dynamic_mixing: draw new partners, starts and gains for every item and epoch (see module doc).
+            Needs a fixed length: a list with ``segment_frames`` or ``segment_seconds``.
+        seed: seeds on-the-fly mixing (unused otherwise).
+        segment_seconds: crop every mixture to this length (from its first frame, or at random with
+            dynamic mixing); mixtures shorter than it are left out (counted in ``n_dropped``).
+            ``None`` keeps the list's lengths.
+
+    Shape:
+        ``dataset[i] -> (mixture: (time,), sources: (n_sources, time))``, float32 CPU tensors;
+        ``time`` is the segment length, or the mixture's own length for full-utterance lists.
+    """
+
+    def __init__(
+        self,
+        list_path: str | os.PathLike,
+        *,
+        dynamic_mixing: bool = False,
+        seed: int = 0,
+        segment_seconds: float | None = None,
+    ):
+        self.list_path = Path(list_path)
+        lst = read_list(self.list_path)
+        self.root = self.list_path.resolve().parent.parent
+        self.sample_rate: int = lst["sample_rate"]
+        self.n_sources: int = lst["n_sources"]
+        self.level_dbfs: float = lst["level_dbfs"]
+        self.gain_db: float = lst["gain_db"][1]
+        self.split: str = lst["split"]
+        self.segment_frames: int | None = lst["segment_frames"]
+        if segment_seconds is not None:
+            if segment_seconds <= 0:
+                raise DnnsepError(f"segment_seconds must be > 0, got {segment_seconds}")
+            self.segment_frames = round(segment_seconds * self.sample_rate)
+        mixtures = lst["mixtures"]
+        if segment_seconds is not None:
+            mixtures = [m for m in mixtures if m["frames"] >= self.segment_frames]
+        self.n_dropped = len(lst["mixtures"]) - len(mixtures)
+        self.mixtures: list[dict[str, Any]] = mixtures
+        self.dynamic_mixing = dynamic_mixing
+        self.seed = int(seed)
+        self.epoch = 0
+        if dynamic_mixing:
+            if self.segment_frames is None:
+                raise DnnsepError(f"{self.list_path}: dynamic mixing needs fixed-length mixtures; pass segment_seconds")
+            pool = [Utterance(u["path"], u["speaker"], u["frames"]) for u in lst["utterances"]]
+            self._utterances = {u.path: u for u in pool}
+            self._groups = by_speaker(pool, self.segment_frames)
+            if len(self._groups) < self.n_sources:
+                raise DnnsepError(
+                    f"{self.list_path}: only {len(self._groups)} speaker(s) have utterances of "
+                    f"{self.segment_frames / self.sample_rate:g} s; dynamic mixing needs {self.n_sources}"
+                )
+        if not self.mixtures:
+            raise DnnsepError(f"{self.list_path}: no mixture is at least {segment_seconds} s long")
+
+    def __len__(self) -> int:
+        return len(self.mixtures)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose on-the-fly mixtures ``__getitem__`` returns (harmless otherwise)."""
+        self.epoch = int(epoch)
+
+    def mixture_id(self, index: int) -> str:
+        """The list's id of mixture ``index`` (its utterance ids joined by ``_``), e.g. for result tables."""
+        return self.mixtures[index]["id"]
+
+    def spec(self, index: int) -> tuple[int, list[dict[str, Any]]]:
+        """``(frames, sources)`` that item ``index`` reads (the list's, or this epoch's on-the-fly draw)."""
+        mix = self.mixtures[index]
+        if self.dynamic_mixing:
+            rng = Rng(self.seed * 2**64 + self.epoch * 2**32 + index)
+            first = self._utterances[mix["sources"][0]["path"]]
+            return draw_sources(
+                first,
+                self._groups,
+                n_sources=self.n_sources,
+                segment_frames=self.segment_frames,
+                gain_db=self.gain_db,
+                rng=rng,
+            )
+        frames = mix["frames"] if self.segment_frames is None else min(mix["frames"], self.segment_frames)
+        return frames, mix["sources"]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, sources = self.spec(index)
+        stacked = np.stack([self._read(src, frames) for src in sources])  # (n_sources, time)
+        mixture = stacked.sum(axis=0)  # (time,)
+        return torch.from_numpy(mixture), torch.from_numpy(stacked)
+
+    def _read(self, src: dict[str, Any], frames: int) -> np.ndarray:
+        """Frames ``[start, start + frames)`` of one file, level-normalised and gained.  Shape: (frames,)."""
+        path = self.root / src["path"]
+        try:
+            with sf.SoundFile(str(path)) as f:
+                if f.samplerate != self.sample_rate:
+                    raise AudioError(
+                        f"{path}: {f.samplerate} Hz, but {self.list_path} is at {self.sample_rate} Hz; "
+                        "resample the corpus or rerun prepare on one rate"
+                    )
+                if f.channels != 1:
+                    raise AudioError(f"{path}: {f.channels} channels, expected mono")
+                f.seek(src["start"])
+                audio = f.read(frames, dtype="float32")
+        except AudioError:
+            raise
+        except Exception as err:  # missing file, unreadable, seek past the end
+            reason = "no such file" if not path.is_file() else f"cannot read ({str(err).strip()[:200]})"
+            raise AudioError(f"{path}: {reason}; is {self.root} complete?") from None
+        if len(audio) < frames:
+            raise AudioError(
+                f"{path}: ends at frame {src['start'] + len(audio)}, but {self.list_path} reads up to "
+                f"{src['start'] + frames}; the corpus changed since prepare: rerun it with --overwrite"
+            )
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+        scale = 10 ** ((self.level_dbfs + src["gain_db"]) / 20) / max(rms, SILENCE_RMS)
+        return audio * np.float32(scale)

@@ -1,0 +1,129 @@
+"""MixtureDataset: shapes, levels, frame-exact reads, sample-rate checks, on-the-fly mixing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from corpus import SEGMENT, tiny_corpus
+
+from dnnsep.bin import prepare
+from dnnsep.data import MixtureDataset, list_path
+from dnnsep.errors import AudioError, DnnsepError
+
+
+@pytest.fixture(scope="session")
+def corpus_root(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(corpus_root, tmp_path_factory):
+    """2-speaker lists: 1-s train mixtures, full-length valid/test ones."""
+    out = tmp_path_factory.mktemp("ds")
+    argv = [str(out), "2", "--librispeech_root", str(corpus_root), "--no_progress", *SEGMENT, "--eval_segment", "full"]
+    assert prepare.main(argv) == 0
+    return out
+
+
+def reference_source(root, src, frames, level_dbfs):
+    """Independent reading: the whole file, sliced, scaled to the target RMS in float64."""
+    audio, _ = sf.read(str(root / src["path"]), dtype="float64")
+    piece = audio[src["start"] : src["start"] + frames]
+    return piece * 10 ** ((level_dbfs + src["gain_db"]) / 20) / np.sqrt(np.mean(piece**2))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_items_are_float32_sources_at_their_stored_level_summing_to_the_mixture(dataset_dir, split):
+    ds = MixtureDataset(list_path(dataset_dir, 2, split))
+    assert ds.sample_rate == 16000 and ds.n_sources == 2 and len(ds) == 18
+    lengths = set()
+    for i in (0, 7):
+        mixture, sources = ds[i]
+        frames, specs = ds.spec(i)
+        assert mixture.dtype == sources.dtype == torch.float32
+        assert mixture.shape == (frames,) and sources.shape == (2, frames)
+        torch.testing.assert_close(mixture, sources.sum(0), rtol=0, atol=1e-6)
+        for k, src in enumerate(specs):
+            want = reference_source(dataset_dir, src, frames, ds.level_dbfs)
+            np.testing.assert_allclose(sources[k].numpy(), want, rtol=1e-4, atol=1e-6)
+        lengths.add(frames)
+    assert lengths == {16000} if split == "train" else len(lengths) == 2  # full length: variable
+
+
+def test_reader_decodes_only_the_frames_it_needs(dataset_dir, monkeypatch):
+    ds = MixtureDataset(list_path(dataset_dir, 2, "train"))
+    reads = []
+    real_read = sf.SoundFile.read
+
+    def read(self, frames=-1, **kwargs):
+        reads.append((self.tell(), frames, self.frames))  # (position, frames asked, file length)
+        return real_read(self, frames, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    frames, specs = ds.spec(3)
+    ds[3]
+    assert [(pos, n) for pos, n, _ in reads] == [(src["start"], frames) for src in specs]
+    assert all(n < length for _, n, length in reads) and any(pos for pos, _, _ in reads)
+
+
+def test_wrong_sample_rate_and_missing_files_are_clear_errors(dataset_dir, tmp_path):
+    lst = json.loads(list_path(dataset_dir, 2, "test").read_text())
+    (tmp_path / "2mix").mkdir()
+    src = lst["mixtures"][0]["sources"][0]
+    sf.write(tmp_path / "odd.flac", np.zeros(80000, dtype=np.float32), 8000)
+    src["path"] = "odd.flac"
+    (tmp_path / "2mix" / "test.json").write_text(json.dumps(lst))
+    ds = MixtureDataset(tmp_path / "2mix" / "test.json")  # paths are relative to tmp_path now
+    with pytest.raises(AudioError, match=r"odd\.flac: 8000 Hz, but .*test\.json is at 16000 Hz"):
+        ds[0]
+    with pytest.raises(AudioError, match=r"LibriSpeech/test-clean/.*\.flac: no such file; is .* complete"):
+        ds[1]  # LibriSpeech/ is not beside this copy of the list
+
+
+def test_dynamic_mixing_is_reproducible_per_epoch_and_resumable(dataset_dir):
+    path = list_path(dataset_dir, 2, "train")
+    ds = MixtureDataset(path, dynamic_mixing=True, seed=3)
+    epoch0 = [ds.spec(i) for i in range(len(ds))]
+    ds.set_epoch(1)
+    epoch1 = [ds.spec(i) for i in range(len(ds))]
+    assert epoch0 != epoch1
+    resumed = MixtureDataset(path, dynamic_mixing=True, seed=3)
+    resumed.set_epoch(1)
+    assert [resumed.spec(i) for i in range(len(ds))] == epoch1
+    other_seed = MixtureDataset(path, dynamic_mixing=True, seed=4)
+    assert [other_seed.spec(i) for i in range(len(ds))] != epoch0
+    for (frames, sources), mix in zip(epoch1, ds.mixtures):
+        assert frames == 16000 and len({s["speaker"] for s in sources}) == 2
+        assert sources[0]["path"] == mix["sources"][0]["path"]  # every utterance still leads one mixture
+        assert all(-2.5 <= s["gain_db"] <= 2.5 for s in sources)
+    partners = {sources[1]["path"] for _, sources in epoch0 + epoch1}
+    assert len(partners) > len(ds) // 2  # new pairs, not the static list's
+    mixture, sources = ds[0]
+    torch.testing.assert_close(mixture, sources.sum(0), rtol=0, atol=1e-6)
+
+
+def test_dataloader_workers_give_the_same_batches(dataset_dir):
+    ds = MixtureDataset(list_path(dataset_dir, 2, "train"), dynamic_mixing=True, seed=0)
+    ds.set_epoch(2)
+    batches = [
+        list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers))[:2]
+        for workers in (0, 2)
+    ]  # fmt: skip
+    for (mix0, src0), (mix2, src2) in zip(*batches):
+        assert mix0.shape == (4, 16000) and src0.shape == (4, 2, 16000)
+        assert torch.equal(mix0, mix2) and torch.equal(src0, src2)
+
+
+def test_segment_seconds_crops_and_drops_short_mixtures(dataset_dir):
+    full = MixtureDataset(list_path(dataset_dir, 2, "valid"))
+    cropped = MixtureDataset(list_path(dataset_dir, 2, "valid"), segment_seconds=1.5)
+    kept = [m for m in full.mixtures if m["frames"] >= 24000]
+    assert 0 < len(cropped) == len(kept) < len(full) and cropped.n_dropped == len(full) - len(kept)
+    mixture, sources = cropped[0]
+    assert mixture.shape == (24000,) and sources.shape == (2, 24000)
+    with pytest.raises(DnnsepError, match="dynamic mixing needs fixed-length mixtures"):
+        MixtureDataset(list_path(dataset_dir, 2, "valid"), dynamic_mixing=True)
