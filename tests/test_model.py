@@ -212,3 +212,26 @@ def test_rnn_projection_equals_a_bilstm_followed_by_a_linear_layer():
         linear.weight.copy_(torch.cat([block.linear.weight, block.linear_reverse.weight], 1))
         linear.bias.copy_(block.linear.bias)
     torch.testing.assert_close(block(x), linear(bilstm(x)[0]))
+
+
+def test_directions_run_side_by_side_in_inference_with_identical_results():
+    from dnnsep import dual_path
+    from dnnsep.dual_path import RNNProjection
+
+    torch.manual_seed(0)
+    block = RNNProjection(channels=6, hidden=10, bidirectional=True)
+    x = torch.randn(13, 4, 6)
+    reference = block(x).detach()  # grad enabled: both directions in this thread
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            in_pool = block(x)
+        with torch.no_grad():
+            in_pool_no_grad = block(x)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(in_pool, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(in_pool_no_grad, reference, rtol=0, atol=1e-6)
+    assert not in_pool_no_grad.requires_grad
+    assert dual_path._direction_pool is not None and dual_path._direction_pool[0] == 2  # the pool did the work
