@@ -42,9 +42,16 @@ def build(kind: str, config: DPRNNConfig) -> torch.nn.Module:
         from asteroid.models import DPRNNTasNet as AsteroidDPRNN
 
         return AsteroidDPRNN(
-            config.n_sources, n_filters=config.n_filters, kernel_size=config.kernel_size, stride=config.stride,
-            bn_chan=config.bottleneck, hid_size=config.hidden // 2, chunk_size=config.chunk_size,
-            hop_size=config.hop_size, n_repeats=config.n_blocks, mask_act=config.mask,
+            config.n_sources,
+            n_filters=config.n_filters,
+            kernel_size=config.kernel_size,
+            stride=config.stride,
+            bn_chan=config.bottleneck,
+            hid_size=config.hidden // 2,
+            chunk_size=config.chunk_size,
+            hop_size=config.hop_size,
+            n_repeats=config.n_blocks,
+            mask_act=config.mask,
         ).eval()
     model = DPRNNTasNet(config).eval()
     if kind == "fast":
@@ -143,8 +150,11 @@ def main(argv=None) -> int:
     for config_name in args.configs.split(","):
         config = CONFIGS[config_name]
         models = {kind: build(kind, config) for kind in kinds}
-        r = results[config_name] = {"params": {k: sum(p.numel() for p in build(k if k != "fast" else "ours",
-                                    config).parameters()) for k in kinds}}
+        r = results[config_name] = {
+            "params": {
+                k: sum(p.numel() for p in build(k if k != "fast" else "ours", config).parameters()) for k in kinds
+            }
+        }
         if "rtf" not in skip:
             r["rtf_5s"] = {k: v / 5.0 for k, v in inference(models, 5.0, args.repeats).items()}
         if "long" not in skip:
@@ -173,7 +183,8 @@ def report(name: str, r: dict, long_seconds: float) -> None:
         line = f"{label:32s}" + "".join(f"{k:>9s} {v:8.3f}" for k, v in values.items())
         if "asteroid" in values:
             line += "   ours/asteroid " + " ".join(
-                f"{k}={v / values['asteroid']:.2f}x" for k, v in values.items() if k != "asteroid")
+                f"{k}={v / values['asteroid']:.2f}x" for k, v in values.items() if k != "asteroid"
+            )
         print(line)
 
 

@@ -32,7 +32,12 @@ def test_default_config_is_the_seed_recipe_and_its_size_is_pinned():
     assert (config.n_filters, config.kernel_size, config.stride, config.bottleneck) == (64, 16, 8, 64)
     assert (config.hidden, config.chunk_size, config.hop_size, config.n_blocks) == (256, 100, 50, 3)
     assert (config.n_sources, config.mask, config.norm, config.causal, config.sample_rate) == (
-        2, "sigmoid", "gln", False, 16000)
+        2,
+        "sigmoid",
+        "gln",
+        False,
+        16000,
+    )
     model = DPRNNTasNet()
     assert sum(p.numel() for p in model.parameters()) == 1_306_049
     intra = model.separator.blocks[0].intra
@@ -83,8 +88,18 @@ def test_non_causal_model_fails_the_causality_check():
 
 
 OPTION_CHANGES = {
-    "n_filters": 24, "kernel_size": 8, "stride": 4, "bottleneck": 12, "hidden": 24, "chunk_size": 50,
-    "hop_size": 25, "n_blocks": 2, "n_sources": 3, "mask": "relu", "norm": "cln", "causal": True,
+    "n_filters": 24,
+    "kernel_size": 8,
+    "stride": 4,
+    "bottleneck": 12,
+    "hidden": 24,
+    "chunk_size": 50,
+    "hop_size": 25,
+    "n_blocks": 2,
+    "n_sources": 3,
+    "mask": "relu",
+    "norm": "cln",
+    "causal": True,
     "encoder_activation": "linear",
 }
 

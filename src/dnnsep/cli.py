@@ -7,12 +7,13 @@ tests in-process) and ends with ``if __name__ == "__main__": run(main)``.
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable, NoReturn
 
 from .errors import DnnsepError
 
 
-def run(main: Callable[[Optional[Sequence[str]]], Optional[int]]) -> NoReturn:
+def run(main: Callable[[Sequence[str] | None], int | None]) -> NoReturn:
     """Call ``main()``; print a :class:`DnnsepError` as ``error: ...`` and exit 2, Ctrl-C as 130."""
     try:
         code = main(None)

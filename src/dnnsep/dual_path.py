@@ -55,8 +55,9 @@ def _pool_for_directions() -> ThreadPoolExecutor | None:
     if _direction_pool is None or _direction_pool[0] != threads:
         if _direction_pool is not None:
             _direction_pool[1].shutdown(wait=False)
-        pool = ThreadPoolExecutor(2, thread_name_prefix="dnnsep-lstm", initializer=torch.set_num_threads,
-                                  initargs=(threads // 2,))
+        pool = ThreadPoolExecutor(
+            2, thread_name_prefix="dnnsep-lstm", initializer=torch.set_num_threads, initargs=(threads // 2,)
+        )
         _direction_pool = (threads, pool)
     return _direction_pool[1]
 

@@ -15,7 +15,7 @@ torch.Size([4, 2])
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -141,7 +141,7 @@ def hungarian(cost: np.ndarray) -> np.ndarray:
     return row_of[1:] - 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def _permutations(n: int) -> torch.Tensor:
     return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long).view(-1, n)
 

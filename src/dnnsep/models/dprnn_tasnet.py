@@ -61,8 +61,18 @@ class DPRNNConfig:
         self._validate()
 
     def _validate(self) -> None:
-        for name in ("n_filters", "kernel_size", "stride", "bottleneck", "hidden", "chunk_size",
-                     "hop_size", "n_blocks", "n_sources", "sample_rate"):
+        for name in (
+            "n_filters",
+            "kernel_size",
+            "stride",
+            "bottleneck",
+            "hidden",
+            "chunk_size",
+            "hop_size",
+            "n_blocks",
+            "n_sources",
+            "sample_rate",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -71,12 +81,18 @@ class DPRNNConfig:
             ("stride", 1 <= self.stride <= self.kernel_size, f"must be in 1..kernel_size ({self.kernel_size})"),
             ("n_filters", self.n_filters >= 1, "must be at least 1"),
             ("bottleneck", self.bottleneck >= 1, "must be at least 1"),
-            ("hidden", self.hidden >= 2 and (self.causal or self.hidden % 2 == 0),
-             "must be an even number >= 2 (it is split between the two LSTM directions)"),
+            (
+                "hidden",
+                self.hidden >= 2 and (self.causal or self.hidden % 2 == 0),
+                "must be an even number >= 2 (it is split between the two LSTM directions)",
+            ),
             ("chunk_size", self.chunk_size >= 2, "must be at least 2"),
             ("hop_size", 1 <= self.hop_size <= self.chunk_size, f"must be in 1..chunk_size ({self.chunk_size})"),
-            ("hop_size", self.chunk_size % self.hop_size == 0,
-             f"must divide chunk_size ({self.chunk_size}) so every frame is in the same number of chunks"),
+            (
+                "hop_size",
+                self.chunk_size % self.hop_size == 0,
+                f"must divide chunk_size ({self.chunk_size}) so every frame is in the same number of chunks",
+            ),
             ("n_blocks", self.n_blocks >= 1, "must be at least 1"),
             ("n_sources", self.n_sources >= 1, "must be at least 1"),
             ("mask", self.mask in MASKS, f"must be one of {MASKS}"),
@@ -120,12 +136,23 @@ class DPRNNTasNet(nn.Module):
     def __init__(self, config: DPRNNConfig | None = None):
         super().__init__()
         self.config = config = config or DPRNNConfig()
-        self.encoder = Encoder(n_filters=config.n_filters, kernel_size=config.kernel_size,
-                               stride=config.stride, activation=config.encoder_activation)
+        self.encoder = Encoder(
+            n_filters=config.n_filters,
+            kernel_size=config.kernel_size,
+            stride=config.stride,
+            activation=config.encoder_activation,
+        )
         self.separator = DualPathSeparator(
-            in_channels=config.n_filters, bottleneck=config.bottleneck, hidden=config.hidden,
-            chunk_size=config.chunk_size, hop_size=config.hop_size, n_blocks=config.n_blocks,
-            n_sources=config.n_sources, mask=config.mask, norm=config.norm, causal=config.causal,
+            in_channels=config.n_filters,
+            bottleneck=config.bottleneck,
+            hidden=config.hidden,
+            chunk_size=config.chunk_size,
+            hop_size=config.hop_size,
+            n_blocks=config.n_blocks,
+            n_sources=config.n_sources,
+            mask=config.mask,
+            norm=config.norm,
+            causal=config.causal,
         )
         self.decoder = Decoder(n_filters=config.n_filters, kernel_size=config.kernel_size, stride=config.stride)
 
