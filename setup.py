@@ -30,7 +30,17 @@ setup(
         "demo": ["pyaudio>=0.2.11"],
         "plot": ["matplotlib>=3.5"],
         "eval": ["fast_bss_eval>=0.1.3"],
-        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "dev": ["pytest>=7", "ruff>=0.5", "matplotlib>=3.5", "fast_bss_eval>=0.1.3"],
+        "export": ["onnx>=1.14", "onnxscript>=0.2", "onnxruntime>=1.16"],
+        # everything the test suite exercises (pyaudio needs PortAudio's headers: see README)
+        "dev": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "matplotlib>=3.5",
+            "fast_bss_eval>=0.1.3",
+            "pyaudio>=0.2.11",
+            "onnx>=1.14",
+            "onnxscript>=0.2",
+            "onnxruntime>=1.16",
+        ],
     },
 )

@@ -250,3 +250,26 @@ def test_directions_run_side_by_side_in_inference_with_identical_results():
     torch.testing.assert_close(in_pool_no_grad, reference, rtol=0, atol=1e-6)
     assert not in_pool_no_grad.requires_grad
     assert dual_path._direction_pool is not None and dual_path._direction_pool[0] == 2  # the pool did the work
+
+
+def test_training_on_two_threads_gives_the_gradients_of_one_thread():
+    from dnnsep.losses import pit_si_sdr
+
+    torch.manual_seed(0)
+    model = DPRNNTasNet(DPRNNConfig(n_filters=16, hidden=16, chunk_size=20, hop_size=10, n_blocks=2))
+    mix, refs = torch.randn(3, 4000), torch.randn(3, 2, 4000)
+
+    def gradients(threads):
+        torch.set_num_threads(threads)  # 1: directions in turn; 2: side by side in the pool
+        model.zero_grad()
+        pit_si_sdr(model(mix), refs).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    threads = torch.get_num_threads()
+    try:
+        one, two = gradients(1), gradients(2)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(one) == set(two) and all(g.abs().sum() > 0 for g in two.values())
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -42,7 +42,7 @@ _direction_pool: tuple[int, ThreadPoolExecutor] | None = None  # (intra-op threa
 
 
 def _pool_for_directions() -> ThreadPoolExecutor | None:
-    """Two worker threads, each with half of torch's intra-op threads, for the two LSTM directions.
+    """Two worker threads, each with half of torch's intra-op threads, for the two LSTM directions (CPU).
 
     On CPU the two directions of a BiLSTM are independent; running them side by side, each on half
     the cores, beats running them one after the other on all cores (no per-step barrier between
@@ -50,7 +50,7 @@ def _pool_for_directions() -> ThreadPoolExecutor | None:
     """
     global _direction_pool
     threads = torch.get_num_threads()
-    if threads < 2:
+    if threads < 2 or torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers see one thread only
         return None
     if _direction_pool is None or _direction_pool[0] != threads:
         if _direction_pool is not None:
@@ -118,17 +118,21 @@ class RNNProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rnn_reverse is None:
             return self.linear(self.rnn(x)[0])  # (time, batch, channels)
-        pool = None if torch.is_grad_enabled() or x.device.type != "cpu" else _pool_for_directions()
+        pool = _pool_for_directions() if x.device.type == "cpu" else None
+        directions = (self._forward_direction, self._backward_direction)
         if pool is None:
-            return self._forward_direction(x) + self._backward_direction(x)
+            return directions[0](x) + directions[1](x)
+        if torch.is_grad_enabled():
+            params = [p for module in (self.rnn, self.linear) for p in module.parameters()]
+            params_reverse = [p for module in (self.rnn_reverse, self.linear_reverse) for p in module.parameters()]
+            return _SideBySide.apply(x, pool, directions, len(params), *params, *params_reverse)
         inference = torch.is_inference_mode_enabled()  # grad modes are per thread: pass them on
 
         def run(direction):
             with torch.inference_mode(inference), torch.no_grad():
                 return direction(x)
 
-        forward = pool.submit(run, self._forward_direction)
-        backward = pool.submit(run, self._backward_direction)
+        forward, backward = (pool.submit(run, d) for d in directions)
         return forward.result() + backward.result()
 
     def _forward_direction(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +140,36 @@ class RNNProjection(nn.Module):
 
     def _backward_direction(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_reverse(self.rnn_reverse(x.flip(0))[0]).flip(0)  # read backwards, output in time order
+
+
+class _SideBySide(torch.autograd.Function):
+    """Training on CPU: both directions, forward and backward passes alike, in the two pool threads.
+
+    Each direction records its own graph in its own thread; the backward pass differentiates the two
+    graphs side by side and hands the gradients of the input and of every parameter back to autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, x, pool, directions, n_forward_params, *params):
+        def run(direction):
+            with torch.enable_grad():
+                xi = x.detach().requires_grad_()
+                return xi, direction(xi)
+
+        ctx.runs = [f.result() for f in [pool.submit(run, d) for d in directions]]
+        ctx.pool, ctx.split = pool, n_forward_params
+        ctx.params = (params[:n_forward_params], params[n_forward_params:])
+        return ctx.runs[0][1].detach() + ctx.runs[1][1].detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        def run(i):
+            xi, y = ctx.runs[i]
+            return torch.autograd.grad(y, [xi, *ctx.params[i]], grad)
+
+        (gx0, *g0), (gx1, *g1) = (f.result() for f in [ctx.pool.submit(run, i) for i in (0, 1)])
+        ctx.runs = None  # free both graphs
+        return (gx0 + gx1, None, None, None, *g0, *g1)
 
 
 class DualPathBlock(nn.Module):
