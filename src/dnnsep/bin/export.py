@@ -1,0 +1,179 @@
+"""Export a trained model for deployment:  python -m dnnsep.bin.export --format onnx|torchscript [--model PATH]
+
+Both formats take ``mixture (batch, time)`` float32 and return ``sources (batch, n_sources, time)``
+for any batch size and length.  The exported file is checked before it is kept: it is run by
+onnxruntime (ONNX) or TorchScript on inputs of two batch sizes and lengths, and its outputs must
+match the PyTorch model's within ``--tolerance`` (1e-4); otherwise nothing is written.
+
+- ``onnx`` needs the optional packages ``onnx``, ``onnxscript`` (torch's exporter) and
+  ``onnxruntime`` (the check): ``pip install 'dnnsep[export]'``.  Export takes about a minute.
+- ``torchscript`` needs nothing more; load the file with ``torch.jit.load(path)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cli import run
+from ..errors import DnnsepError
+from .demo import add_model_options, load_model
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+INPUT_NAME, OUTPUT_NAME = "mixture", "sources"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dnnsep.bin.export",
+        description="Export a separation model to ONNX or TorchScript, checked against PyTorch.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--format", required=True, choices=tuple(SUFFIXES), help="onnx or torchscript")
+    add_model_options(parser, device=False)
+    parser.add_argument("--output", metavar="PATH", help="where to write (default: beside the model, new suffix)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of the check inputs (default 1)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed output difference (1e-4)")
+    return parser
+
+
+def example_input(config, *, seed: int = 0) -> torch.Tensor:
+    """A short input spanning a few dual-path chunks: what the exporters trace.
+
+    Tracing time grows with the example's length (about a minute for the default model at this
+    length); the dynamic axes are then checked on longer inputs by :func:`check_inputs`.
+
+    Shape: (2, stride * hop_size * 4 + kernel_size).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(2, config.stride * config.hop_size * 4 + config.kernel_size, generator=gen)
+
+
+def check_inputs(sample_rate: int, seconds: float, *, seed: int = 1) -> list[torch.Tensor]:
+    """Speech-level noise (RMS 0.1) of two batch sizes and lengths, to compare the exported model with PyTorch.
+
+    Shape: [(2, time), (1, time * 1.37 + 1)].
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = max(16, int(seconds * sample_rate))
+    return [0.1 * torch.randn(2, n, generator=gen), 0.1 * torch.randn(1, int(n * 1.37) + 1, generator=gen)]
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run on one intra-op thread: work the model hands to helper threads would escape the tracer,
+    and a traced LSTM split over several threads can be very slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str) -> None:
+    """Trace the model (shapes are traced, so any batch and length work) and save it."""
+    with warnings.catch_warnings(), torch.no_grad(), _one_thread():
+        warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; the outputs are checked below
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, path)
+
+
+def run_torchscript(path: str, x: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings(), torch.no_grad(), _one_thread():  # LSTM steps on a busy machine: see _one_thread
+        warnings.simplefilter("ignore")
+        return torch.jit.load(path, map_location="cpu")(x).numpy()
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, *, opset: int) -> None:
+    """torch.export with automatic dynamic batch and time axes, then the ONNX translation."""
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DnnsepError(f"ONNX export needs {', '.join(missing)}: pip install 'dnnsep[export]'")
+    auto = torch.export.Dim.AUTO  # dynamic where the model allows it (batch and time, checked below)
+    with warnings.catch_warnings(), _one_thread():
+        warnings.simplefilter("ignore")
+        try:
+            exported = torch.export.export(model, (example,), dynamic_shapes=({0: auto, 1: auto},), strict=False)
+            program = torch.onnx.export(
+                exported,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                optimize=False,
+                verbose=False,
+            )
+        except Exception as err:  # the exporter's errors are long; keep the first line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DnnsepError(f"ONNX export failed: {first[:300]}") from None
+    program.save(path, external_data=False)
+
+
+def run_onnx(path: str, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    model, model_path = load_model(args.model, recipe_dir=args.recipe_dir, device=torch.device("cpu"))
+    output = Path(args.output) if args.output else model_path.with_suffix(SUFFIXES[args.format])
+    example = example_input(model.config)
+    inputs = [example, *check_inputs(model.sample_rate, args.seconds)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if args.format == "onnx":
+            export_onnx(model, example, tmp, opset=args.opset)
+            runner = run_onnx
+        else:
+            export_torchscript(model, example, tmp)
+            runner = run_torchscript
+        worst = 0.0
+        for x in inputs:
+            with torch.no_grad():
+                expected = model(x).numpy()
+            try:
+                got = runner(tmp, x)
+            except Exception as err:
+                first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                raise DnnsepError(
+                    f"exported model fails on input {tuple(x.shape)}: {first[:300]}; nothing written"
+                ) from None
+            if got.shape != expected.shape:
+                raise DnnsepError(
+                    f"exported model gives shape {got.shape} for input {tuple(x.shape)}, not {expected.shape}"
+                )
+            worst = max(worst, float(np.abs(got - expected).max()))
+        if not worst <= args.tolerance:
+            raise DnnsepError(
+                f"exported model differs from PyTorch by {worst:.2e} > {args.tolerance:g}; nothing written"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"Wrote {output} ({args.format}; largest difference from PyTorch {worst:.1e})", file=sys.stderr)
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
