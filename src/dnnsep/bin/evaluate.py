@@ -1,0 +1,152 @@
+"""Evaluate a trained model on the test list:  python -m dnnsep.bin.evaluate MODEL_PATH [options]
+
+Writes, under ``<experiment>/eval/<split>-<model>/`` (or ``--out_dir``):
+
+- ``results.csv``: one row per mixture (``id, seconds, si_sdr, si_sdri, sdr, sdri[, pesq, stoi]``),
+- ``summary.json``: mean, std and count of each column, with the model and list used,
+- ``examples/<id>/``: the first ``--n_examples`` mixtures as WAVs (``mixture.wav``, estimates
+  ``s1.wav``.. in reference order, references ``s1_ref.wav``..).
+
+SDR/SDRi need ``fast_bss_eval`` (``pip install fast_bss_eval``); PESQ and STOI are added when the
+``pesq`` / ``pystoi`` packages are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..audio import write_wavs
+from ..checkpoint import load_checkpoint
+from ..cli import run
+from ..device import select_device
+from ..errors import DnnsepError
+from ..models import DPRNNTasNet
+from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
+from ..training.records import write_text
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dnnsep.bin.evaluate",
+        description="Separate every mixture of a list and score it (SI-SDR, SI-SDRi, SDR, SDRi, PESQ, STOI).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("model_path", metavar="MODEL_PATH", help="model/best.pth (or last.pth) of an experiment")
+    parser.add_argument("--dataset_dir", help="prepared dataset (default: the one the model was trained on)")
+    parser.add_argument(
+        "--split", default="test", choices=("test", "valid", "train"), help="which list (default: test)"
+    )
+    parser.add_argument("--out_dir", help="where results go (default: <experiment>/eval/<split>-<model name>)")
+    parser.add_argument("--n_examples", type=int, default=5, help="mixtures written as WAVs (default: 5)")
+    parser.add_argument("--max_utterances", type=int, help="evaluate only the first N mixtures")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    from ..data import MixtureDataset, list_path
+
+    model_path = Path(args.model_path)
+    ckpt = load_checkpoint(model_path)
+    model = DPRNNTasNet.from_checkpoint_dict(ckpt, source=str(model_path))
+    dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
+    if not dataset_dir:
+        raise DnnsepError(f"{model_path}: does not say which data it was trained on; pass --dataset_dir")
+    lst = list_path(dataset_dir, model.config.n_sources, args.split)
+    if not lst.is_file():
+        raise DnnsepError(
+            f"{lst}: no such mixture list; prepare the data (egs/librispeech/common/prepare.sh) or pass --dataset_dir"
+        )
+    data = MixtureDataset(lst)
+    if data.sample_rate != model.sample_rate:
+        raise DnnsepError(f"{lst}: {data.sample_rate} Hz, but {model_path} separates {model.sample_rate} Hz audio")
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(model_path, args.split)
+    device = select_device(None if args.device == "auto" else args.device)
+    model.to(device).eval()
+
+    metrics = optional_metrics()
+    names = columns(metrics)
+    if "sdr" not in metrics:
+        print("note: fast_bss_eval is not installed, so no SDR/SDRi (pip install fast_bss_eval)")
+    n = len(data) if args.max_utterances is None else min(len(data), args.max_utterances)
+    rows = []
+    for index in tqdm(range(n), desc=f"evaluate {args.split}", unit="mix", dynamic_ncols=True):
+        mixture, sources = data[index]  # (time,), (n_sources, time)
+        estimates = model.separate(mixture.to(device)).cpu()  # (n_sources, time)
+        mix_id = data.mixture_id(index) if hasattr(data, "mixture_id") else str(index)
+        scores = utterance_scores(estimates, sources, mixture, sample_rate=data.sample_rate, metrics=metrics)
+        rows.append({"id": mix_id, "seconds": mixture.shape[-1] / data.sample_rate, **scores})
+        if index < args.n_examples:
+            write_example(out_dir / "examples" / _safe(mix_id), mixture, estimates, sources, data.sample_rate)
+    if not rows:
+        raise DnnsepError(f"{lst}: no mixtures to evaluate")
+
+    write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names))
+    summary = {
+        "model": str(model_path.resolve()),
+        "list": str(lst.resolve()),
+        "split": args.split,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        **summarize(rows, names),
+    }
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    means = "  ".join(
+        f"{name.upper().replace('_', '-').replace('SDRI', 'SDRi')} {summary[name]['mean']:.2f}" for name in names
+    )
+    print(f"{args.split}: {len(rows)} mixtures  {means}")
+    print(f"results: {out_dir / 'results.csv'}, {out_dir / 'summary.json'}")
+    return 0
+
+
+def default_out_dir(model_path: Path, split: str) -> Path:
+    """``<experiment>/eval/<split>-<model stem>`` for ``<experiment>/model/<stem>.pth``, else beside the file."""
+    parent = model_path.parent
+    experiment = parent.parent if parent.name == "model" else parent
+    return experiment / "eval" / f"{split}-{model_path.stem}"
+
+
+def write_csv(path: Path, rows: list[dict], fields: Sequence[str]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, out.getvalue())
+
+
+def write_example(
+    folder: Path, mixture: torch.Tensor, estimates: torch.Tensor, references: torch.Tensor, sample_rate: int
+) -> None:
+    """Mixture, estimates (in reference order) and references as 16-bit WAVs, scaled together to avoid clipping.
+
+    Shape: mixture (time,), estimates (n_sources, time), references (n_sources, time).
+    """
+    from ..losses import pit_si_sdr, reorder
+
+    perm = pit_si_sdr(estimates[None].double(), references[None].double()).perm
+    ordered = reorder(estimates[None], perm)[0]
+    peak = max(float(t.abs().max()) for t in (mixture, ordered, references))
+    gain = 0.99 / peak if peak > 0.99 else 1.0
+    signals = {"mixture": mixture}
+    for k in range(len(references)):
+        signals[f"s{k + 1}"] = ordered[k]
+        signals[f"s{k + 1}_ref"] = references[k]
+    write_wavs({folder / f"{name}.wav": signal * gain for name, signal in signals.items()}, sample_rate)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+if __name__ == "__main__":
+    run(main)

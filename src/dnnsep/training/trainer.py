@@ -1,0 +1,533 @@
+"""The training loop: PIT SI-SDR, plateau halving, early stopping, and exact resume.
+
+An experiment directory (see :func:`~dnnsep.training.config.experiment_dir`) holds::
+
+    config.yaml         the resolved config (every key)      environment.yaml  git commit, versions
+    model/last.pth      everything needed to continue        model/best.pth    the best model, portable
+    log/train.log       one line per epoch (appended)        loss/loss.csv, loss/loss.png
+
+``last.pth`` is written atomically at the end of every epoch (and every ``save_every_steps``
+steps).  It holds the model, optimizer, plateau and AMP-scaler states, the epoch and the step
+within it, counters, the loss history and the RNG states; the data order is a function of
+``(seed, epoch)`` (:class:`~dnnsep.training.sampler.EpochBatchSampler`), so a resumed run sees the
+same batches in the same order and, on CPU, ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm import tqdm
+
+from .. import __version__
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, DnnsepError
+from ..losses import pit_si_sdr, si_sdr
+from ..models import DPRNNTasNet
+from . import distributed
+from .config import TrainConfig, experiment_dir, save_yaml
+from .records import (
+    HISTORY_KEYS,
+    close_logger,
+    environment,
+    make_logger,
+    plot_history,
+    write_environment,
+    write_history_csv,
+    write_text,
+)
+from .sampler import EpochBatchSampler
+from .state import Plateau, rng_state, set_rng_state
+
+TRAINING_KIND = "dnnsep-training-state"  # marks last.pth: only these can be resumed
+MODEL_KIND = "dnnsep-model"  # marks best.pth: a model for inference
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Progress:
+    """Counters saved in ``last.pth``; ``epoch`` epochs are finished, plus ``step`` steps of the next."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    loss_sum: float = 0.0  # this epoch so far, over finite steps
+    loss_count: int = 0
+    seconds: float = 0.0  # this epoch so far
+    nonfinite_total: int = 0
+    nonfinite_run: int = 0  # in a row
+    stopped: str | None = None  # why training ended (early stopping, all epochs done)
+
+
+class NonFiniteLossError(DnnsepError):
+    """Too many non-finite losses in a row; training stopped without writing anything."""
+
+
+class Trainer:
+    """Train ``DPRNNTasNet`` on ``(mixture (time,), sources (n_sources, time))`` datasets.
+
+    ``train_set``/``valid_set`` default to the recipe's mixture lists under ``cfg.dataset_dir``.
+    Call :meth:`fit`.  Under torchrun every process builds a Trainer; only rank 0 writes.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | os.PathLike,
+        *,
+        resume: str | os.PathLike | None = None,
+        train_set: Dataset | None = None,
+        valid_set: Dataset | None = None,
+        dist: distributed.Dist | None = None,
+        device: torch.device | None = None,
+    ):
+        if dist is None or device is None:
+            dist, device = distributed.init(cfg.device)
+        self.cfg, self.dist, self.device = cfg, dist, device
+        self.exp = experiment_dir(cfg, out_dir)
+        self.last_path, self.best_path = self.exp / "model" / "last.pth", self.exp / "model" / "best.pth"
+        error, ckpt = None, None
+        try:  # every process checks, then all agree, so none is left waiting in a collective
+            ckpt = check_start(cfg, self.exp, resume)
+            if train_set is None or valid_set is None:
+                train_set, valid_set = make_datasets(cfg)
+        except DnnsepError as err:
+            error = err
+        distributed.agree(error, dist)
+        self.train_set, self.valid_set = train_set, valid_set
+
+        self.amp = cfg.amp and device.type == "cuda"
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(cfg.seed)
+            self.model = DPRNNTasNet(cfg.model_config()).to(device)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
+        self.progress = Progress()
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.events: list[list[Any]] = []  # [epoch, label]: lr halvings, the stop
+        self.sampler = EpochBatchSampler(
+            len(train_set), batch_size=cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size
+        )
+        self.valid_sampler = EpochBatchSampler(
+            len(valid_set),
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            shuffle=False,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            pad=False,
+        )
+        self.ddp = self.model
+        if dist.active:
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.log = make_logger(self.exp / "log" / "train.log" if dist.is_main else None)
+        try:
+            self._start(resume, ckpt)
+        except BaseException:
+            close_logger(self.log)
+            raise
+
+    # -- start: refuse to overwrite, resume, record ----------------------------------------------
+
+    def _start(self, resume: str | os.PathLike | None, ckpt: dict[str, Any] | None) -> None:
+        cfg, log = self.cfg, self.log
+        if self.dist.is_main:
+            (self.exp / "model").mkdir(parents=True, exist_ok=True)
+            write_text(self.exp / "config.yaml", save_yaml(cfg))
+            write_environment(self.exp / "environment.yaml", environment(self.device, self.dist.world_size))
+        distributed.barrier(self.dist)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info(f"command: {' '.join([sys.executable, *sys.argv])}")
+        log.info(f"experiment {self.exp}")
+        log.info(
+            f"model DPRNNTasNet, {n_params / 1e6:.3f} M parameters; device {self.device}"
+            f"{', mixed precision' if self.amp else ''}; {self.dist.world_size} process(es)"
+        )
+        log.info(
+            f"data: {len(self.train_set)} training mixtures ({self.sampler.steps_per_epoch()} steps per epoch), "
+            f"{len(self.valid_set)} validation mixtures"
+        )
+        if cfg.amp and not self.amp:
+            log.info(f"amp ignored: mixed precision needs CUDA, running on {self.device}")
+        if ckpt is None:
+            return
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.plateau.load_state_dict(ckpt["plateau"])
+        if self.amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.progress = Progress(**ckpt["progress"])
+        self.history = {k: [float(v) for v in ckpt["history"][k]] for k in HISTORY_KEYS}
+        self.events = [list(e) for e in ckpt["events"]]
+        set_rng_state(ckpt["rng"])
+        if ckpt["sampler"]["world_size"] != self.dist.world_size:
+            log.info(
+                f"note: the checkpoint was trained by {ckpt['sampler']['world_size']} process(es), now "
+                f"{self.dist.world_size}: batches differ from an uninterrupted run"
+            )
+        p = self.progress
+        log.info(f"resumed from {resume}: {p.epoch} epoch(s) done" + (f" and {p.step} step(s)" if p.step else ""))
+
+    # -- training --------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the last epoch, early stopping or ``stop_after_epoch``; return a summary."""
+        cfg, p = self.cfg, self.progress
+        try:
+            if p.stopped:
+                self.log.info(f"nothing to do: training had ended ({p.stopped})")
+            while p.stopped is None and p.epoch < cfg.epochs:
+                self._train_epoch()
+                self._end_epoch()
+                if p.stopped is None and cfg.stop_after_epoch is not None and p.epoch >= cfg.stop_after_epoch:
+                    self.log.info(
+                        f"paused after epoch {p.epoch} (stop_after_epoch); continue with MODEL_PATH {self.last_path}"
+                    )
+                    break
+        finally:
+            close_logger(self.log)
+        return {
+            "experiment_dir": self.exp,
+            "epoch": p.epoch,
+            "stopped": p.stopped,
+            "history": self.history,
+            "best_valid_loss": self.plateau.best,
+            "best_epoch": self.plateau.best_epoch,
+            "nonfinite_total": p.nonfinite_total,
+        }
+
+    def _train_epoch(self) -> None:
+        cfg, p = self.cfg, self.progress
+        epoch = p.epoch  # 0-based index of the epoch being trained
+        self.sampler.set_epoch(epoch, start_step=p.step)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),  # worker seeds, per epoch
+        )
+        total = self.sampler.steps_per_epoch()
+        bar = tqdm(
+            total=total,
+            initial=p.step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs} train",
+            unit="step",
+            disable=not self.dist.is_main,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        self.ddp.train()
+        started = time.perf_counter() - p.seconds
+        with bar:
+            for mixture, sources in loader:
+                self._step(mixture, sources)
+                p.step += 1
+                p.global_step += 1
+                p.seconds = time.perf_counter() - started
+                bar.update(1)
+                if p.loss_count:
+                    bar.set_postfix(loss=f"{p.loss_sum / p.loss_count:.3f}", refresh=False)
+                if cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and p.step < total:
+                    self._save_last()
+
+    def _step(self, mixture: torch.Tensor, sources: torch.Tensor) -> None:
+        """One optimizer step on ``mixture (batch, time)`` and ``sources (batch, n_sources, time)``."""
+        mixture = mixture.to(self.device, non_blocking=True)
+        sources = sources.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            estimates = self.ddp(mixture)  # (batch, n_sources, time)
+        loss = pit_si_sdr(estimates.float(), sources).loss
+        if not distributed.all_true(bool(torch.isfinite(loss)), self.dist, self.device):
+            self.optimizer.zero_grad(set_to_none=True)  # all processes skip together: no backward, no all-reduce
+            return self._nonfinite("loss")
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.clip_grad_norm or math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not self.amp and not torch.isfinite(norm):  # (with amp, the scaler skips such steps itself)
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite("gradient")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        p = self.progress
+        p.loss_sum += loss.item()
+        p.loss_count += 1
+        p.nonfinite_run = 0
+
+    def _nonfinite(self, what: str) -> None:
+        p = self.progress
+        p.nonfinite_total += 1
+        p.nonfinite_run += 1
+        where = f"epoch {p.epoch + 1} step {p.step + 1}"
+        self.log.info(
+            f"{where}: non-finite {what}, step skipped ({p.nonfinite_run} in a row, {p.nonfinite_total} in all)"
+        )
+        if p.nonfinite_run >= self.cfg.max_nonfinite:
+            saved = f"the last good state is {self.last_path}" if self.last_path.exists() else "nothing was saved"
+            message = (
+                f"training stopped: {p.nonfinite_run} non-finite losses in a row at {where}; {saved} "
+                "(lower --lr, check the data, or raise --max_nonfinite)"
+            )
+            self.log.info(message)
+            raise NonFiniteLossError(message)
+
+    @torch.inference_mode()
+    def validate(self) -> tuple[float, float]:
+        """Mean negative SI-SDR (PIT) and mean SI-SDR improvement over the validation set, in dB."""
+        self.model.eval()
+        loader = DataLoader(
+            self.valid_set,
+            batch_sampler=self.valid_sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate_by_length,
+        )
+        loss_sum = improvement_sum = count = 0.0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs} valid",
+            unit="batch",
+            disable=not self.dist.is_main,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for groups in bar:
+            for mixture, sources in groups:
+                mixture, sources = mixture.to(self.device), sources.to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    estimates = self.model(mixture)  # (batch, n_sources, time)
+                scores = pit_si_sdr(estimates.float(), sources).si_sdr.mean(1)  # (batch,)
+                baseline = si_sdr(mixture.unsqueeze(1).expand_as(sources), sources).mean(1)  # (batch,)
+                loss_sum -= scores.sum().item()
+                improvement_sum += (scores - baseline).sum().item()
+                count += len(scores)
+        self.model.train()
+        loss_sum, improvement_sum, count = distributed.all_sum(
+            [loss_sum, improvement_sum, count], self.dist, self.device
+        )
+        return (loss_sum / count, improvement_sum / count) if count else (math.nan, math.nan)
+
+    def _end_epoch(self) -> None:
+        cfg, p, log = self.cfg, self.progress, self.log
+        loss_sum, loss_count = distributed.all_sum([p.loss_sum, p.loss_count], self.dist, self.device)
+        train_loss = loss_sum / loss_count if loss_count else math.nan
+        started = time.perf_counter() - p.seconds
+        valid_loss, valid_improvement = self.validate()
+        seconds = time.perf_counter() - started
+        lr = self.optimizer.param_groups[0]["lr"]
+        for key, value in zip(HISTORY_KEYS, (train_loss, valid_loss, valid_improvement, lr, seconds)):
+            self.history[key].append(float(value))
+        epoch = p.epoch + 1  # 1-based number of the epoch just finished
+        action = self.plateau.step(valid_loss)
+        p.epoch, p.step, p.loss_sum, p.loss_count, p.seconds = epoch, 0, 0.0, 0, 0.0
+        note = ""
+        if action == "improved":
+            self._save_best(valid_loss, valid_improvement)
+            note = "  (best)"
+        elif action == "halve":
+            for group in self.optimizer.param_groups:
+                group["lr"] *= cfg.lr_factor
+            new_lr = self.optimizer.param_groups[0]["lr"]
+            self.events.append([epoch, f"lr {new_lr:.2g}"])
+            note = f"  (no improvement for {self.plateau.bad_epochs} epochs: lr -> {new_lr:.3g})"
+        elif action == "stop":
+            p.stopped = (
+                f"early stopping after epoch {epoch}: no improvement for {self.plateau.bad_epochs} epochs "
+                f"(best valid loss {self.plateau.best:.3f} at epoch {self.plateau.best_epoch})"
+            )
+            self.events.append([epoch, "early stop"])
+        if p.stopped is None and epoch >= cfg.epochs:
+            best = f"best valid loss {self.plateau.best:.3f} at epoch {self.plateau.best_epoch}"
+            p.stopped = f"finished {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} ({best})"
+        self._save_last()
+        log.info(
+            f"epoch {epoch}/{cfg.epochs}  train {train_loss:.3f}  valid {valid_loss:.3f}  "
+            f"valid SI-SDRi {valid_improvement:.2f} dB  lr {lr:.3g}  {seconds:.1f} s{note}"
+        )
+        if p.nonfinite_total:
+            log.info(f"  non-finite losses skipped so far: {p.nonfinite_total}")
+        if self.dist.is_main:
+            write_history_csv(self.exp / "loss" / "loss.csv", self.history)
+            plot_history(
+                self.exp / "loss" / "loss.png",
+                self.history,
+                logger=log,
+                title="/".join(self.exp.parts[-7:-3]) + "\n" + "/".join(self.exp.parts[-3:]),
+                events=dict(self.events),
+            )
+        if p.stopped:
+            log.info(p.stopped)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``last.pth`` holds (plain values and tensors; loads with ``weights_only=True``)."""
+        return {
+            "kind": TRAINING_KIND,
+            "format_version": FORMAT_VERSION,
+            **self.model.checkpoint(),  # model_name, model_args, state_dict: usable for inference too
+            "train_config": self.cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "progress": dataclasses.asdict(self.progress),
+            "history": self.history,
+            "events": self.events,
+            "rng": rng_state(),
+            "sampler": {
+                "seed": self.cfg.seed,
+                "epoch": self.progress.epoch,
+                "step": self.progress.step,
+                "world_size": self.dist.world_size,
+            },
+            "dnnsep_version": __version__,
+        }
+
+    def _save_last(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), self.last_path)
+
+    def _save_best(self, valid_loss: float, valid_improvement: float) -> None:
+        if self.dist.is_main:
+            ckpt = {
+                **self.model.checkpoint(),
+                "kind": MODEL_KIND,
+                "epoch": self.progress.epoch,
+                "valid_loss": valid_loss,
+                "valid_si_sdri": valid_improvement,
+                "train_config": self.cfg.to_dict(),
+                "dnnsep_version": __version__,
+            }
+            save_checkpoint(ckpt, self.best_path)
+
+
+def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Refuse what must not happen: overwriting an experiment, resuming from best.pth or another config.
+
+    Returns the loaded ``resume`` checkpoint (None for a fresh start).
+    """
+    last_path = exp / "model" / "last.pth"
+    if resume is None:
+        if (exp / "config.yaml").exists() or last_path.exists():
+            how = (
+                f"to continue it, pass {last_path} as MODEL_PATH (same options); "
+                if last_path.exists()
+                else "it has no model/last.pth to continue from; "
+            )
+            raise DnnsepError(
+                f"{exp}: experiment exists already; {how}to start over, delete that directory; "
+                "to run another beside it, change an option (e.g. --seed) or OUT_DIR"
+            )
+        return None
+    ckpt = load_checkpoint(resume)
+    if ckpt.get("kind") != TRAINING_KIND:
+        what = "a model for inference (like best.pth)" if "state_dict" in ckpt else "not a dnnsep training state"
+        raise CheckpointError(f"{resume}: {what}, cannot resume from it; resume from model/last.pth instead")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{resume}: training state format {ckpt.get('format_version')}, this dnnsep resumes format {FORMAT_VERSION}"
+        )
+    try:
+        saved = TrainConfig.from_dict(ckpt["train_config"], source=str(resume)).identity()
+    except DnnsepError as err:
+        raise CheckpointError(f"{resume}: its config is not valid here ({err})") from None
+    now = cfg.identity()
+    diff = [f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise CheckpointError(
+            f"{resume}: trained with other options ({'; '.join(diff)}); resume with the options in its "
+            "config.yaml, or start a new experiment"
+        )
+    if last_path.exists() and not os.path.samefile(last_path, resume):
+        raise DnnsepError(f"{last_path} exists and is not {resume}: resume from it, or use another OUT_DIR")
+    return ckpt
+
+
+def preflight(cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> Path:
+    """Everything :class:`Trainer` checks before training (refusals, data lists), in one process.
+
+    Lets a multi-process launch fail with one clean message before starting its processes.
+    """
+    exp = experiment_dir(cfg, out_dir)
+    check_start(cfg, exp, resume)
+    make_datasets(cfg)
+    return exp
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def collate_by_length(items: list[tuple[Any, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stack equal-length items into one batch, else one batch per item (full-length utterances).
+
+    Shape: [(mixture (time,), sources (n_sources, time))] -> [(mixture (b, time), sources (b, n_sources, time))].
+    """
+    if len({item[0].shape[-1] for item in items}) == 1:
+        return [default_collate(items)]
+    return [default_collate([item]) for item in items]
+
+
+def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """The training and validation sets of the mixture lists under ``cfg.dataset_dir``."""
+    from ..data import MixtureDataset, list_path  # here, so that training code imports without the data code
+
+    sets = []
+    for split in ("train", "valid"):
+        path = list_path(cfg.dataset_dir, cfg.n_sources, split)
+        if not path.is_file():
+            raise DnnsepError(
+                f"{path}: no such mixture list; prepare the data first (egs/librispeech/common/prepare.sh "
+                f"{cfg.dataset_dir} {cfg.n_sources}) or point --dataset_dir at it"
+            )
+        if split == "train":
+            data = MixtureDataset(
+                path, dynamic_mixing=cfg.dynamic_mixing, seed=cfg.seed, segment_seconds=cfg.segment_seconds
+            )
+        else:
+            data = MixtureDataset(path)
+        if data.sample_rate != cfg.sample_rate or data.n_sources != cfg.n_sources:
+            raise DnnsepError(
+                f"{path}: {data.n_sources} sources at {data.sample_rate} Hz, but the config asks for "
+                f"{cfg.n_sources} at {cfg.sample_rate} Hz"
+            )
+        if len(data) == 0:
+            raise DnnsepError(f"{path}: holds no mixtures")
+        sets.append(data)
+    return sets[0], sets[1]
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: str | os.PathLike | None = None,
+    train_set: Dataset | None = None,
+    valid_set: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train (joining the torchrun process group if there is one) and return :meth:`Trainer.fit`'s summary."""
+    dist, device = distributed.init(cfg.device)
+    try:
+        cfg = cfg.replace(dataset_dir=os.path.abspath(cfg.dataset_dir))
+        out_dir = os.path.abspath(out_dir)  # logged paths work from any directory
+        trainer = Trainer(
+            cfg, out_dir, resume=resume, train_set=train_set, valid_set=valid_set, dist=dist, device=device
+        )
+        return trainer.fit()
+    finally:
+        distributed.shutdown()

@@ -1,0 +1,318 @@
+"""Training: config and experiment directory, exact resume, plateau/early stop, atomic saves, non-finite
+losses, refusals, and DDP with gloo on CPU.  A tiny model on in-memory sums of sinusoids."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from dnnsep.checkpoint import load_checkpoint
+from dnnsep.cli import run
+from dnnsep.errors import CheckpointError, DnnsepError
+from dnnsep.models import DPRNNTasNet
+from dnnsep.training import experiment_dir, load_config
+from dnnsep.training import trainer as trainer_module
+from dnnsep.training.config import TrainConfig, prepare_args
+from dnnsep.training.sampler import EpochBatchSampler
+from dnnsep.training.trainer import NonFiniteLossError, train
+
+RECIPE = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "dprnn_tasnet"
+DEFAULT = RECIPE / "conf" / "default.yaml"
+TINY = dict(n_filters=8, kernel_size=4, hidden=8, chunk_size=10, hop_size=5, n_blocks=1, batch_size=4,
+            num_workers=0, device="cpu", lr=1e-2, epochs=4)  # fmt: skip
+SEED_DIR = "2mix/trainable-trainable/sisdr/N64_L16_H256_K100_P50_B3/{sep}/b4_e100_adam-lr1e-3-decay0_clip5/seed111"
+
+
+def tiny(**changes) -> TrainConfig:
+    return load_config(DEFAULT, {**TINY, **changes})
+
+
+class Sines(Dataset):
+    """Two sources per item, each a sum of three sinusoids (one low band, one high band).
+
+    Shape: item -> (mixture (length,), sources (2, length)); ``nan_items`` return NaN mixtures.
+    """
+
+    def __init__(self, n: int, *, length: int = 400, seed: int = 0, nan_items=()):
+        rng = np.random.default_rng(seed)
+        t = np.arange(length) / 16000
+        self.items = []
+        for i in range(n):
+            srcs = []
+            for low, high in ((100, 400), (1500, 4000)):
+                f, a, ph = rng.uniform(low, high, 3), rng.uniform(0.1, 0.5, 3), rng.uniform(0, 2 * np.pi, 3)
+                srcs.append((a[:, None] * np.sin(2 * np.pi * f[:, None] * t + ph[:, None])).sum(0))
+            sources = torch.tensor(np.stack(srcs), dtype=torch.float32)
+            mixture = sources.sum(0) * (math.nan if i in nan_items else 1.0)
+            self.items.append((mixture, sources))
+        self.interrupt_after = None  # raise KeyboardInterrupt when this many more items were read
+        self.epochs_seen = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs_seen.append(epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        if self.interrupt_after is not None:
+            if self.interrupt_after == 0:
+                raise KeyboardInterrupt
+            self.interrupt_after -= 1
+        return self.items[i]
+
+
+def data(n_train: int = 12, n_valid: int = 4, **kw):
+    return {"train_set": Sines(n_train, **kw), "valid_set": Sines(n_valid, seed=1)}
+
+
+def exp_of(cfg: TrainConfig, out: Path) -> Path:
+    return experiment_dir(cfg, out)
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def test_default_config_gives_the_seed_recipes_directory(tmp_path):
+    cfg = load_config(DEFAULT)
+    assert (cfg.n_filters, cfg.kernel_size, cfg.hidden, cfg.chunk_size, cfg.hop_size, cfg.n_blocks) == (
+        64, 16, 256, 100, 50, 3)  # fmt: skip
+    assert (cfg.mask, cfg.batch_size, cfg.epochs, cfg.optimizer, cfg.lr, cfg.weight_decay) == (
+        "sigmoid", 4, 100, "adam", 1e-3, 0.0)  # fmt: skip
+    assert (cfg.clip_grad_norm, cfg.seed, cfg.lr_patience, cfg.early_stop_patience) == (5.0, 111, 3, 5)
+    sep = "S8_F64_sigmoid_gln_noncausal_enc-relu_sr16k"
+    assert experiment_dir(cfg, "OUT").as_posix() == "OUT/" + SEED_DIR.format(sep=sep)
+    assert Path(cfg.dataset_dir) == (RECIPE / ".." / "dataset").resolve()  # relative to the YAML file
+    assert prepare_args(DEFAULT) == []
+
+
+def test_every_model_option_changes_the_directory():
+    base = load_config(DEFAULT)
+    other = dict(n_filters=32, kernel_size=8, stride=2, bottleneck=16, hidden=128, chunk_size=50, hop_size=25,
+                 n_blocks=2, n_sources=3, mask="relu", norm="cln", causal=True, encoder_activation="linear",
+                 sample_rate=8000)  # fmt: skip
+    for key, value in other.items():
+        assert experiment_dir(base.replace(**{key: value}), "o") != experiment_dir(base, "o"), key
+    for key, value in dict(batch_size=8, epochs=5, optimizer="adamw", lr=5e-4, weight_decay=1e-5,
+                           clip_grad_norm=0.0, seed=1, dynamic_mixing=True, segment_seconds=2.0).items():  # fmt: skip
+        assert experiment_dir(base.replace(**{key: value}), "o") != experiment_dir(base, "o"), key
+
+
+def test_mini_config_extends_default_and_carries_prepare_options():
+    cfg = load_config(RECIPE / "conf" / "mini.yaml")
+    assert cfg.n_filters < 64 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    args = prepare_args(RECIPE / "conf" / "mini.yaml")
+    assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "dev-clean"]
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {DEFAULT}\nlearning_rate: 0.1\n")
+    with pytest.raises(DnnsepError, match=r"bad.yaml: unknown key\(s\) learning_rate"):
+        load_config(bad)
+    bad.write_text(f"extends: {DEFAULT}\nbatch_size: four\n")
+    with pytest.raises(DnnsepError, match="bad.yaml: batch_size must be an integer, got 'four'"):
+        load_config(bad)
+    bad.write_text("n_sources: 2\n")
+    with pytest.raises(DnnsepError, match="missing key"):
+        load_config(bad)
+    bad.write_text(f"extends: {DEFAULT}\nhop_size: 30\n")  # does not divide chunk_size
+    with pytest.raises(DnnsepError, match="hop_size"):
+        load_config(bad)
+    with pytest.raises(DnnsepError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_overrides_are_type_checked(capsys, tmp_path):
+    from dnnsep.bin import train as train_cli
+
+    assert train_cli.main(["--config", str(DEFAULT), "--lr", "5e-4", "--stride", "null", "--get", "lr"]) == 0
+    assert capsys.readouterr().out.strip() == "0.0005"
+    train_cli.main(["--config", str(DEFAULT), "--seed", "7", "--causal", "true", "--get", "experiment_dir", "o"])
+    assert capsys.readouterr().out.strip().endswith("S8_F64_sigmoid_cln_causal_enc-relu_sr16k/"
+                                                    "b4_e100_adam-lr1e-3-decay0_clip5/seed7")  # fmt: skip
+    with pytest.raises(DnnsepError, match="--epochs: expected an integer, got 'many'"):
+        train_cli.main(["--config", str(DEFAULT), "--epochs", "many", "--get", "epochs"])
+    with pytest.raises(SystemExit):  # argparse: unrecognized arguments
+        train_cli.main(["--config", str(DEFAULT), "--learning_rate", "1", "o"])
+    assert "unrecognized arguments: --learning_rate" in capsys.readouterr().err
+
+
+# -- sampler -----------------------------------------------------------------------------------
+
+
+def test_sampler_shards_cover_the_epoch_and_depend_only_on_seed_and_epoch():
+    shards = [EpochBatchSampler(11, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in shards:
+        s.set_epoch(5)
+    seen = [i for s in shards for batch in s for i in batch]
+    assert len(seen) == 12 and set(seen) == set(range(11))  # padded by one repeat, like DistributedSampler
+    assert len(shards[0]) == len(shards[1]) == 3
+    again = EpochBatchSampler(11, batch_size=2, seed=3, rank=1, world_size=2)
+    again.set_epoch(5, start_step=2)
+    assert list(again) == list(shards[1])[2:]
+    valid = [EpochBatchSampler(5, batch_size=2, seed=0, shuffle=False, rank=r, world_size=2, pad=False) for r in (0, 1)]
+    assert sorted(i for s in valid for b in s for i in b) == [0, 1, 2, 3, 4]
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def test_exact_resume_two_plus_two_equals_four(tmp_path):
+    straight = train(tiny(), tmp_path / "a", **data())
+    cfg = tiny(stop_after_epoch=2)
+    first = train(cfg, tmp_path / "b", **data())
+    assert first["epoch"] == 2 and first["stopped"] is None
+    last = exp_of(cfg, tmp_path / "b") / "model" / "last.pth"
+    resumed = train(tiny(), tmp_path / "b", resume=last, **data())
+    assert resumed["epoch"] == 4
+    for key in ("train_loss", "valid_loss", "valid_si_sdri", "lr"):
+        assert resumed["history"][key] == straight["history"][key], key
+    a = load_checkpoint(exp_of(cfg, tmp_path / "a") / "model" / "last.pth")
+    b = load_checkpoint(last)
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    assert b["progress"]["epoch"] == 4 and b["progress"]["stopped"].startswith("finished 4 epochs")
+    log = (exp_of(cfg, tmp_path / "b") / "log" / "train.log").read_text()
+    assert "resumed from" in log and "epoch 4/4" in log
+    # the best model is portable: rebuilt from best.pth alone, it separates
+    best = DPRNNTasNet.from_checkpoint(exp_of(cfg, tmp_path / "b") / "model" / "best.pth")
+    assert best.separate(torch.randn(400)).shape == (2, 400)
+
+
+def test_mid_epoch_resume_continues_exactly(tmp_path):
+    cfg = tiny(epochs=2, save_every_steps=2)
+    straight = train(cfg, tmp_path / "a", **data())
+    sets = data()
+    sets["train_set"].interrupt_after = 12 + 4 + 2  # epoch 1 (3 steps), step 1 of epoch 2, killed in step 2
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", **sets)
+    last = exp_of(cfg, tmp_path / "b") / "model" / "last.pth"
+    state = load_checkpoint(last)
+    assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 1)  # saved at global step 4
+    resumed_sets = data()
+    resumed = train(cfg, tmp_path / "b", resume=last, **resumed_sets)
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    assert resumed["history"]["valid_loss"] == straight["history"]["valid_loss"]
+    a = load_checkpoint(exp_of(cfg, tmp_path / "a") / "model" / "last.pth")["state_dict"]
+    b = load_checkpoint(last)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed_sets["train_set"].epochs_seen == [1]  # dynamic mixing is told which epoch it is
+
+
+def test_lr_halving_and_early_stopping_on_scripted_validation(tmp_path, monkeypatch):
+    script = iter([5.0, 4.0, 4.5, 4.2, 4.1, 4.3, 4.4, 0.0])  # best at 2; halve after 3 bad epochs; stop after 5
+    monkeypatch.setattr(trainer_module.Trainer, "validate", lambda self: (next(script), 1.0))
+    plots = []
+    real_plot = trainer_module.plot_history
+    monkeypatch.setattr(trainer_module, "plot_history", lambda *a, **k: plots.append(k["events"]) or real_plot(*a, **k))
+    cfg = tiny(epochs=20, lr=1e-3)
+    result = train(cfg, tmp_path, **data(n_train=4))
+    assert result["epoch"] == 7 and result["best_epoch"] == 2
+    assert result["history"]["lr"] == [1e-3] * 5 + [5e-4] * 2
+    state = load_checkpoint(exp_of(cfg, tmp_path) / "model" / "last.pth")
+    assert state["progress"]["stopped"].startswith("early stopping after epoch 7: no improvement for 5 epochs")
+    assert state["events"] == [[5, "lr 0.0005"], [7, "early stop"]]
+    assert plots[-1] == {5: "lr 0.0005", 7: "early stop"}
+    assert (exp_of(cfg, tmp_path) / "loss" / "loss.png").stat().st_size > 1000
+    assert load_checkpoint(exp_of(cfg, tmp_path) / "model" / "best.pth")["epoch"] == 2
+    assert "early stopping after epoch 7" in (exp_of(cfg, tmp_path) / "log" / "train.log").read_text()
+    again = train(cfg, tmp_path, resume=exp_of(cfg, tmp_path) / "model" / "last.pth", **data(n_train=4))
+    assert again["epoch"] == 7  # a finished run resumes to nothing
+
+
+def test_kill_during_save_leaves_the_previous_last_pth(tmp_path, monkeypatch):
+    cfg = tiny(epochs=2, stop_after_epoch=1)
+    train(cfg, tmp_path, **data(n_train=4))
+    model_dir = exp_of(cfg, tmp_path) / "model"
+    before = (model_dir / "last.pth").read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        if ".last.pth." not in str(f):  # best.pth may be written; the kill hits last.pth
+            return
+        with open(f, "r+b") as fh:  # half the bytes, then the "kill"
+            fh.truncate(os.path.getsize(f) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=2), tmp_path, resume=model_dir / "last.pth", **data(n_train=4))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (model_dir / "last.pth").read_bytes() == before
+    assert load_checkpoint(model_dir / "last.pth")["progress"]["epoch"] == 1
+    assert sorted(p.name for p in model_dir.iterdir()) == ["best.pth", "last.pth"]  # no stray temporary file
+
+
+def test_nonfinite_losses_are_skipped_then_stop_training(tmp_path):
+    cfg = tiny(epochs=1, batch_size=1)
+    result = train(cfg, tmp_path / "a", **data(n_train=6, nan_items={1, 4}))
+    assert result["nonfinite_total"] == 2 and math.isfinite(result["history"]["train_loss"][0])
+    assert "non-finite loss, step skipped" in (exp_of(cfg, tmp_path / "a") / "log" / "train.log").read_text()
+
+    cfg = tiny(epochs=2, batch_size=1, max_nonfinite=3, stop_after_epoch=1)
+    train(cfg, tmp_path / "b", **data(n_train=6))
+    last = exp_of(cfg, tmp_path / "b") / "model" / "last.pth"
+    before = load_checkpoint(last)
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row at epoch 2 step 3; the last good"):
+        train(cfg, tmp_path / "b", resume=last, **data(n_train=6, nan_items=set(range(6))))
+    after = load_checkpoint(last)
+    assert after["progress"] == before["progress"]
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+
+
+def test_refusals_existing_experiment_best_pth_and_other_config(tmp_path, capsys):
+    cfg = tiny(epochs=1)
+    train(cfg, tmp_path, **data(n_train=4))
+    exp = exp_of(cfg, tmp_path)
+    with pytest.raises(DnnsepError, match="experiment exists already; to continue it, pass .*last.pth as MODEL_PATH"):
+        train(cfg, tmp_path, **data(n_train=4))
+    with pytest.raises(CheckpointError, match="a model for inference .* resume from model/last.pth"):
+        train(cfg, tmp_path, resume=exp / "model" / "best.pth", **data(n_train=4))
+    with pytest.raises(CheckpointError, match=r"trained with other options \(lr=0.01 there, 0.02 now\)"):
+        train(tiny(epochs=1, lr=2e-2), tmp_path / "other", resume=exp / "model" / "last.pth", **data(n_train=4))
+    # the command line prints one line, no traceback, and exits 2
+    from dnnsep.bin import train as train_cli
+
+    argv = ["--config", str(DEFAULT), *[f"--{k}={v}" for k, v in TINY.items()], "--epochs", "1", str(tmp_path)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(lambda _: train_cli.main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- DDP ---------------------------------------------------------------------------------------
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    result = train(tiny(epochs=1), out, **data(n_train=8))
+    torch.save({"history": result["history"], "epoch": result["epoch"]}, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_gloo_two_processes_one_epoch_one_checkpoint(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    exp = exp_of(tiny(epochs=1), tmp_path)
+    assert sorted(p.name for p in (exp / "model").iterdir()) == ["best.pth", "last.pth"]
+    state = load_checkpoint(exp / "model" / "last.pth")
+    assert state["progress"]["epoch"] == 1 and state["sampler"]["world_size"] == 2
+    assert state["model_name"] == "DPRNNTasNet" and not any(k.startswith("module.") for k in state["state_dict"])
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert results[0]["history"]["valid_loss"] == results[1]["history"]["valid_loss"]  # reduced over ranks
+    assert results[0]["history"]["train_loss"] == results[1]["history"]["train_loss"]
+    assert len((exp / "log" / "train.log").read_text().split("epoch 1/1  train")) == 2  # rank 0 logs once
