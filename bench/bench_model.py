@@ -111,13 +111,21 @@ def train_step(models: dict[str, torch.nn.Module], repeats: int) -> dict[str, fl
 
 def peak_memory_child(kind: str, config_name: str, seconds: float, threads: int) -> dict[str, float]:
     """Run one long pass in a fresh process; its peak RSS above the loaded model, and its time."""
-    code = (
-        "import json, resource, sys, time, torch; sys.path.insert(0, 'bench');"
-        "from bench_model import CONFIGS, build, rss_mb;"
-        f"torch.set_num_threads({threads}); m = build({kind!r}, CONFIGS[{config_name!r}]);"
-        f"x = torch.randn(1, int({seconds} * 16000)); base = rss_mb(); t = time.perf_counter();"
-        "torch.inference_mode().__enter__(); m(x); t = time.perf_counter() - t;"
-        "print(json.dumps({'seconds': t, 'peak_mb': rss_mb(peak=True), 'extra_mb': rss_mb(peak=True) - base}))"
+    code = "\n".join(
+        [
+            "import json, sys, time, torch",
+            "sys.path.insert(0, 'bench')",
+            "from bench_model import CONFIGS, build, rss_mb",
+            f"torch.set_num_threads({threads})",
+            f"model = build({kind!r}, CONFIGS[{config_name!r}])",
+            f"x = torch.randn(1, int({seconds} * 16000))",
+            "base, start = rss_mb(), time.perf_counter()",
+            "with torch.inference_mode():",
+            "    model(x)",
+            "seconds = time.perf_counter() - start",
+            "peak = rss_mb(peak=True)",
+            "print(json.dumps({'seconds': seconds, 'peak_mb': peak, 'extra_mb': peak - base}))",
+        ]
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -273,3 +273,15 @@ def test_training_on_two_threads_gives_the_gradients_of_one_thread():
     assert set(one) == set(two) and all(g.abs().sum() > 0 for g in two.values())
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_inference_in_lstm_batch_slices_equals_one_call(monkeypatch):
+    from dnnsep import dual_path
+
+    model = tiny(n_blocks=2)
+    x = torch.randn(2, 9000)  # 2 x 11 chunks of 100 frames: intra batches of 22, inter of 200
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", 7)
+        sliced = model(x)
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-5)

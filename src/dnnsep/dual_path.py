@@ -37,6 +37,7 @@ from torch import nn
 from .norms import make_norm
 
 MASKS = ("sigmoid", "relu", "softmax")
+LSTM_BATCH_SLICE = 128  # sequences per LSTM call in CPU inference (see _lstm_then_linear)
 
 _direction_pool: tuple[int, ThreadPoolExecutor] | None = None  # (intra-op threads it was made for, pool)
 
@@ -117,7 +118,7 @@ class RNNProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rnn_reverse is None:
-            return self.linear(self.rnn(x)[0])  # (time, batch, channels)
+            return self._forward_direction(x)
         pool = _pool_for_directions() if x.device.type == "cpu" else None
         directions = (self._forward_direction, self._backward_direction)
         if pool is None:
@@ -136,10 +137,27 @@ class RNNProjection(nn.Module):
         return forward.result() + backward.result()
 
     def _forward_direction(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.rnn(x)[0])  # (time, batch, channels)
+        return _lstm_then_linear(self.rnn, self.linear, x)  # (time, batch, channels)
 
     def _backward_direction(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_reverse(self.rnn_reverse(x.flip(0))[0]).flip(0)  # read backwards, output in time order
+        return _lstm_then_linear(self.rnn_reverse, self.linear_reverse, x.flip(0)).flip(0)  # read backwards
+
+
+def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(rnn(x))``; in inference, a long input's sequences go in contiguous slices of at most
+    :data:`LSTM_BATCH_SLICE`, which the CPU LSTM kernel runs ~30% faster per frame than one huge batch
+    (its per-step working set then stays in cache), so a 60 s mixture costs what twelve 5 s ones do.
+
+    Shape: (time, batch, channels) -> (time, batch, channels).
+    """
+    batch = x.shape[1]
+    if torch.is_grad_enabled() or batch <= LSTM_BATCH_SLICE or x.device.type != "cpu":
+        return linear(rnn(x)[0])
+    out = x.new_empty(x.shape[0], batch, linear.out_features)
+    for start in range(0, batch, LSTM_BATCH_SLICE):
+        part = x[:, start : start + LSTM_BATCH_SLICE].contiguous()  # (time, slice, channels)
+        out[:, start : start + LSTM_BATCH_SLICE] = linear(rnn(part)[0])
+    return out
 
 
 class _SideBySide(torch.autograd.Function):
