@@ -18,5 +18,7 @@ format:
 	$(PYTHON) -m ruff format src tests bench
 	$(PYTHON) -m ruff check --fix src tests bench
 
-bench:  ## speed and memory on CPU (see bench/README.md)
+bench:  ## speed and memory on CPU (each script's docstring says what it measures)
 	$(PYTHON) bench/bench_model.py --threads $(THREADS)
+	$(PYTHON) bench/bench_data.py
+	$(PYTHON) bench/bench_separate.py

@@ -5,7 +5,9 @@ parameter count; real-time factor (seconds of compute per second of audio) for a
 time and peak memory for a 60 s mixture (each in a fresh process, so the peak is that pass's);
 seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Each figure is
 the median of ``--repeats`` runs after a warm-up; models run in turn inside each repeat, so a busy
-machine slows all of them alike.  Our opt-in CPU fast path (``--fast``) is timed beside fp32.
+machine slows all of them alike.  ``--int8`` also times our model after torch's dynamic int8
+quantisation of its LSTMs and linear layers (an experiment, not a library feature: on CPUs without
+VNNI its quantised LSTM is slower than the fp32 oneDNN kernel; see the numbers it prints).
 
 asteroid is never a dependency; to compare, install it into a scratch venv that sees this one::
 
@@ -36,7 +38,7 @@ SR = 16000
 
 
 def build(kind: str, config: DPRNNConfig) -> torch.nn.Module:
-    """``ours``, ``fast`` (ours through the CPU fast path) or ``asteroid``, in eval mode."""
+    """``ours``, ``int8`` (ours, dynamically quantised) or ``asteroid``, in eval mode."""
     torch.manual_seed(0)
     if kind == "asteroid":
         from asteroid.models import DPRNNTasNet as AsteroidDPRNN
@@ -54,10 +56,12 @@ def build(kind: str, config: DPRNNConfig) -> torch.nn.Module:
             mask_act=config.mask,
         ).eval()
     model = DPRNNTasNet(config).eval()
-    if kind == "fast":
-        from dnnsep.fastpath import fast_cpu_model
+    if kind == "int8":
+        import warnings
 
-        return fast_cpu_model(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
     return model
 
 
@@ -145,14 +149,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--configs", default="default,paper", help="comma-separated: default, paper")
-    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True, help="time the fast path")
+    parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=60.0)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: rtf, long, train")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
-    kinds = ["ours"] + (["fast"] if args.fast else []) + (["asteroid"] if has_asteroid() else [])
+    kinds = ["ours"] + (["int8"] if args.int8 else []) + (["asteroid"] if has_asteroid() else [])
     print(f"torch {torch.__version__}, {args.threads} threads, models: {', '.join(kinds)}")
     results = {}
     for config_name in args.configs.split(","):
@@ -160,7 +164,7 @@ def main(argv=None) -> int:
         models = {kind: build(kind, config) for kind in kinds}
         r = results[config_name] = {
             "params": {
-                k: sum(p.numel() for p in build(k if k != "fast" else "ours", config).parameters()) for k in kinds
+                k: sum(p.numel() for p in build(k if k != "int8" else "ours", config).parameters()) for k in kinds
             }
         }
         if "rtf" not in skip:
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
         if "long" not in skip:
             r["long"] = {k: peak_memory_child(k, config_name, args.long_seconds, args.threads) for k in kinds}
         if "train" not in skip:
-            r["train_step_s"] = train_step({k: m for k, m in models.items() if k != "fast"}, args.repeats)
+            r["train_step_s"] = train_step({k: m for k, m in models.items() if k != "int8"}, args.repeats)
         report(config_name, r, args.long_seconds)
     if args.json:
         with open(args.json, "w") as f:

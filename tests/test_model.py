@@ -285,3 +285,20 @@ def test_inference_in_lstm_batch_slices_equals_one_call(monkeypatch):
         monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", 7)
         sliced = model(x)
     torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-5)
+
+
+def test_training_in_lstm_batch_slices_gives_the_same_gradients(monkeypatch):
+    from dnnsep import dual_path
+
+    model = tiny(n_blocks=1)
+    x = torch.randn(2, 9000)
+
+    def gradients():
+        model.zero_grad()
+        model(x).pow(2).mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    whole = gradients()
+    monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", 7)
+    for got, want in zip(gradients(), whole):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
