@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import atomic_write
 from ..cli import run
 from ..errors import DnnsepError
 from .demo import add_model_options, load_model
@@ -135,17 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output) if args.output else model_path.with_suffix(SUFFIXES[args.format])
     example = example_input(model.config)
     inputs = [example, *check_inputs(model.sample_rate, args.seconds)]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    worst = 0.0
+
+    def export_and_check(tmp: str) -> None:
+        """Export to ``tmp`` and compare it with PyTorch; raising leaves nothing behind."""
+        nonlocal worst
         if args.format == "onnx":
             export_onnx(model, example, tmp, opset=args.opset)
             runner = run_onnx
         else:
             export_torchscript(model, example, tmp)
             runner = run_torchscript
-        worst = 0.0
         for x in inputs:
             with torch.no_grad():
                 expected = model(x).numpy()
@@ -165,11 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DnnsepError(
                 f"exported model differs from PyTorch by {worst:.2e} > {args.tolerance:g}; nothing written"
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(output, export_and_check)  # temporary file, then a rename: never half an export
     print(f"Wrote {output} ({args.format}; largest difference from PyTorch {worst:.1e})", file=sys.stderr)
     print(output)
     return 0
