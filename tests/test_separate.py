@@ -152,7 +152,7 @@ def test_default_model_is_best_pth_of_the_default_experiment(tmp_path, model_pat
     parts = expected.relative_to(recipe).parts
     assert parts[:5] == ("exp", "2mix", "trainable-trainable", "sisdr", "N64_L16_H256_K100_P50_B3")
     assert parts[-3:] == ("seed111", "model", "best.pth")
-    with pytest.raises(CheckpointError, match=r"no trained model at .*best\.pth .*train one with `\. \./train\.sh`"):
+    with pytest.raises(CheckpointError, match=r"no trained model at .*best\.pth .*`\. \./train\.sh exp`"):
         separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)])
     expected.parent.mkdir(parents=True)
     shutil.copy(model_path, expected)

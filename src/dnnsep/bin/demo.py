@@ -68,8 +68,8 @@ def load_model(model: str | os.PathLike | None, *, recipe_dir: str | os.PathLike
         path = default_model_path(recipe_dir)
         if not path.is_file():
             raise CheckpointError(
-                f"no trained model at {path} (the default): train one with `. ./train.sh` in "
-                f"{Path(recipe_dir).resolve()}, or pass --model PATH/TO/best.pth"
+                f"no trained model at {path} (the default): train one with `. ./train.sh exp` "
+                f"(or `. ./run.sh`) in {Path(recipe_dir).resolve()}, or pass --model PATH/TO/best.pth"
             )
     else:
         path = Path(model).expanduser()
