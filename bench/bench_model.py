@@ -2,12 +2,19 @@
 
 Measures, for the seed recipe's config (B=3) and the paper's (B=6), on ``--threads`` threads:
 parameter count; real-time factor (seconds of compute per second of audio) for a 5 s mixture;
-time and peak memory for a 60 s mixture (each in a fresh process, so the peak is that pass's);
-seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Each figure is
-the median of ``--repeats`` runs after a warm-up; models run in turn inside each repeat, so a busy
-machine slows all of them alike.  ``--int8`` also times our model after torch's dynamic int8
-quantisation of its LSTMs and linear layers (an experiment, not a library feature: on CPUs without
-VNNI its quantised LSTM is slower than the fp32 oneDNN kernel; see the numbers it prints).
+time and peak memory for one pass over a 60 s mixture (no warm-up: what a user separating one file
+sees); seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Every
+timing runs in a fresh process with one model, so no model inherits another's heap (on Linux the
+allocator's state moves these figures by a third): ``--rounds`` rounds, models in turn in each, a
+warm-up and ``--per_process`` timed runs in each process; the figure is the median of all runs.
+
+``--int8`` also times our model after torch's dynamic int8 quantisation of its LSTMs and linear
+layers (an experiment, not a library feature: on CPUs without VNNI its quantised LSTM is slower than
+the fp32 oneDNN kernel; see the numbers it prints).
+
+``--malloc reuse`` calls :func:`dnnsep.allocator.keep_freed_memory` first in every process, as
+dnnsep's tools do with ``DNNSEP_MALLOC=reuse``; ``--malloc default`` (the default) leaves glibc's
+malloc as it is.  Every model in a run gets the same allocator, so ratios compare model code.
 
 asteroid is never a dependency; to compare, install it into a scratch venv that sees this one::
 
@@ -26,15 +33,16 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
 
 import torch
 
 from dnnsep import DPRNNConfig, DPRNNTasNet
+from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
 
 CONFIGS = {"default": DPRNNConfig(), "paper": DPRNNConfig(n_blocks=6)}
 SR = 16000
+LONG_SECONDS = 60.0
 
 
 def build(kind: str, config: DPRNNConfig) -> torch.nn.Module:
@@ -73,66 +81,61 @@ def has_asteroid() -> bool:
     return True
 
 
-def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Warm each up once, then time them in turn ``repeats`` times; medians in seconds."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+def time_part(kind: str, config_name: str, part: str, repeats: int) -> list[float]:
+    """In this process: build one model, warm it up once, then time ``part`` ``repeats`` times (seconds).
 
+    ``rtf``: one 5 s pass in inference mode; ``long``: one pass over ``LONG_SECONDS`` (no warm-up, as a
+    user separating one file); ``train``: one training step on a batch of 4 x 2 s.
+    """
+    model = build(kind, CONFIGS[config_name])
+    if part == "train":
+        mix, refs = torch.randn(4, 2 * SR), torch.randn(4, 2, 2 * SR)
+        optimizer = torch.optim.Adam(model.train().parameters(), lr=1e-3)
 
-def inference(models: dict[str, torch.nn.Module], seconds: float, repeats: int) -> dict[str, float]:
-    x = torch.randn(1, int(seconds * SR))
-
-    def run(model):
-        with torch.inference_mode():
-            return model(x)
-
-    return medians({name: (lambda m=m: run(m)) for name, m in models.items()}, repeats)
-
-
-def train_step(models: dict[str, torch.nn.Module], repeats: int) -> dict[str, float]:
-    mix, refs = torch.randn(4, 2 * SR), torch.randn(4, 2, 2 * SR)
-    steps = {}
-    for name, model in models.items():
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step(model=model, optimizer=optimizer):
+        def run():
             optimizer.zero_grad(set_to_none=True)
-            loss = pit_si_sdr(model(mix), refs).loss
-            loss.backward()
+            pit_si_sdr(model(mix), refs).loss.backward()
             optimizer.step()
 
-        steps[name] = step
-    return medians(steps, repeats)
+    else:
+        x = torch.randn(1, int((5.0 if part == "rtf" else LONG_SECONDS) * SR))
+
+        def run():
+            with torch.inference_mode():
+                model(x)
+
+    if part != "long":
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
 
 
-def peak_memory_child(kind: str, config_name: str, seconds: float, threads: int) -> dict[str, float]:
-    """Run one long pass in a fresh process; its peak RSS above the loaded model, and its time."""
-    code = "\n".join(
-        [
-            "import json, sys, time, torch",
-            "sys.path.insert(0, 'bench')",
-            "from bench_model import CONFIGS, build, rss_mb",
-            f"torch.set_num_threads({threads})",
-            f"model = build({kind!r}, CONFIGS[{config_name!r}])",
-            f"x = torch.randn(1, int({seconds} * 16000))",
-            "base, start = rss_mb(), time.perf_counter()",
-            "with torch.inference_mode():",
-            "    model(x)",
-            "seconds = time.perf_counter() - start",
-            "peak = rss_mb(peak=True)",
-            "print(json.dumps({'seconds': seconds, 'peak_mb': peak, 'extra_mb': peak - base}))",
-        ]
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def child(kind: str, config_name: str, part: str, args: argparse.Namespace) -> dict:
+    """Run :func:`time_part` in a fresh process, so no model inherits another's heap or warm caches."""
+    command = [sys.executable, __file__, "--child", f"{kind},{config_name},{part}", "--threads", str(args.threads)]
+    command += ["--malloc", args.malloc, "--repeats", str(1 if part == "long" else args.per_process)]
+    command += ["--long_seconds", str(args.long_seconds)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} {part} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(kinds: list[str], config_name: str, part: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Median time per model over ``--rounds`` rounds; in each round every model runs in turn, each in a
+    fresh process, so a busy machine slows all of them alike.  Also the largest peak memory seen."""
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    peaks: dict[str, float] = {k: 0.0 for k in kinds}
+    for _ in range(args.rounds):
+        for kind in kinds:
+            r = child(kind, config_name, part, args)
+            times[kind] += r["times"]
+            peaks[kind] = max(peaks[kind], r["extra_mb"])
+    return {k: {"seconds": statistics.median(times[k]), "extra_mb": peaks[k], "runs": len(times[k])} for k in kinds}
 
 
 def rss_mb(peak: bool = False) -> float:
@@ -147,32 +150,43 @@ def rss_mb(peak: bool = False) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes, models in turn")
+    parser.add_argument("--per_process", type=int, default=3, help="timed runs per process after a warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)  # runs inside a --child
     parser.add_argument("--configs", default="default,paper", help="comma-separated: default, paper")
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
-    parser.add_argument("--long_seconds", type=float, default=60.0)
+    parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: rtf, long, train")
+    parser.add_argument("--malloc", choices=("default", "reuse"), default="default", help="see the module doc")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # KIND,CONFIG,PART: time one part in this process
     args = parser.parse_args(argv)
+    if args.malloc == "reuse":
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
+    if args.child:
+        globals()["LONG_SECONDS"] = args.long_seconds
+        kind, config_name, part = args.child.split(",")
+        base = rss_mb()
+        times = time_part(kind, config_name, part, args.repeats)
+        print(json.dumps({"times": times, "extra_mb": rss_mb(peak=True) - base}))
+        return 0
     skip = set(filter(None, args.skip.split(",")))
     kinds = ["ours"] + (["int8"] if args.int8 else []) + (["asteroid"] if has_asteroid() else [])
-    print(f"torch {torch.__version__}, {args.threads} threads, models: {', '.join(kinds)}")
+    print(f"torch {torch.__version__}, {args.threads} threads, malloc {args.malloc}, models: {', '.join(kinds)}")
     results = {}
     for config_name in args.configs.split(","):
         config = CONFIGS[config_name]
-        models = {kind: build(kind, config) for kind in kinds}
         r = results[config_name] = {
-            "params": {
-                k: sum(p.numel() for p in build(k if k != "int8" else "ours", config).parameters()) for k in kinds
-            }
+            "params": {k: sum(p.numel() for p in build(k, config).parameters()) for k in kinds if k != "int8"}
         }
         if "rtf" not in skip:
-            r["rtf_5s"] = {k: v / 5.0 for k, v in inference(models, 5.0, args.repeats).items()}
+            r["rtf_5s"] = {k: v["seconds"] / 5.0 for k, v in measure(kinds, config_name, "rtf", args).items()}
         if "long" not in skip:
-            r["long"] = {k: peak_memory_child(k, config_name, args.long_seconds, args.threads) for k in kinds}
+            r["long"] = measure(kinds, config_name, "long", args)
         if "train" not in skip:
-            r["train_step_s"] = train_step({k: m for k, m in models.items() if k != "int8"}, args.repeats)
+            trained = [k for k in kinds if k != "int8"]
+            r["train_step_s"] = {k: v["seconds"] for k, v in measure(trained, config_name, "train", args).items()}
         report(config_name, r, args.long_seconds)
     if args.json:
         with open(args.json, "w") as f:

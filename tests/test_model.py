@@ -275,22 +275,28 @@ def test_training_on_two_threads_gives_the_gradients_of_one_thread():
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_inference_in_lstm_batch_slices_equals_one_call(monkeypatch):
+def _slice_lstms(monkeypatch, batch: int, steps: int) -> None:
     from dnnsep import dual_path
 
-    model = tiny(n_blocks=2)
+    monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", batch)
+    monkeypatch.setattr(dual_path, "LSTM_TIME_SLICE", steps)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_inference_in_lstm_slices_equals_one_call(monkeypatch, causal):
+    model = tiny(n_blocks=2, causal=causal)
     x = torch.randn(2, 9000)  # 2 x 11 chunks of 100 frames: intra batches of 22, inter of 200
     with torch.no_grad():
+        _slice_lstms(monkeypatch, 10**9, 10**9)
         whole = model(x)
-        monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", 7)
+        _slice_lstms(monkeypatch, 7, 4)  # batch slices and time segments (the state carried) of both RNNs
         sliced = model(x)
     torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-5)
 
 
-def test_training_in_lstm_batch_slices_gives_the_same_gradients(monkeypatch):
-    from dnnsep import dual_path
-
-    model = tiny(n_blocks=1)
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_in_lstm_slices_gives_the_same_gradients(monkeypatch, causal):
+    model = tiny(n_blocks=1, causal=causal)
     x = torch.randn(2, 9000)
 
     def gradients():
@@ -298,7 +304,35 @@ def test_training_in_lstm_batch_slices_gives_the_same_gradients(monkeypatch):
         model(x).pow(2).mean().backward()
         return [p.grad.clone() for p in model.parameters()]
 
+    _slice_lstms(monkeypatch, 10**9, 10**9)
     whole = gradients()
-    monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", 7)
+    _slice_lstms(monkeypatch, 7, 4)
     for got, want in zip(gradients(), whole):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(16, 8), (16, 4), (2, 1), (16, 16), (5, 2)])
+def test_decoder_equals_the_transposed_convolution(kernel, stride):
+    from dnnsep.filterbanks import Decoder
+
+    torch.manual_seed(0)
+    decoder = Decoder(n_filters=6, kernel_size=kernel, stride=stride)
+    w = torch.randn(3, 6, 41, requires_grad=True)
+    want = torch.nn.functional.conv_transpose1d(w, decoder.conv.weight, stride=stride).squeeze(1)
+    got = decoder(w)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    (grad_w,) = torch.autograd.grad(got.pow(2).sum(), w)
+    (want_w,) = torch.autograd.grad(want.pow(2).sum(), w)
+    torch.testing.assert_close(grad_w, want_w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["gln", "cln"])
+def test_inference_path_equals_the_autograd_path(norm):
+    model = tiny(norm=norm, causal=norm == "cln")
+    x = torch.randn(2, 3000)
+    with torch.enable_grad():
+        want = model(x)  # residual sums and norms out of place, as autograd needs them
+    assert want.requires_grad
+    with torch.inference_mode():
+        got = model(x)  # in place, written straight into the next layout
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)

@@ -10,11 +10,16 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
+from .allocator import from_environment as _malloc_from_environment
 from .errors import DnnsepError
 
 
 def run(main: Callable[[Sequence[str] | None], int | None]) -> NoReturn:
-    """Call ``main()``; print a :class:`DnnsepError` as ``error: ...`` and exit 2, Ctrl-C as 130."""
+    """Call ``main()``; print a :class:`DnnsepError` as ``error: ...`` and exit 2, Ctrl-C as 130.
+
+    First, with ``DNNSEP_MALLOC=reuse`` set, glibc is told to keep freed memory (:mod:`dnnsep.allocator`).
+    """
+    _malloc_from_environment()
     try:
         code = main(None)
     except DnnsepError as err:

@@ -38,6 +38,7 @@ from .norms import make_norm
 
 MASKS = ("sigmoid", "relu", "softmax")
 LSTM_BATCH_SLICE = 128  # sequences per LSTM call on CPU (see _lstm_then_linear)
+LSTM_TIME_SLICE = 256  # steps per LSTM call on CPU, the state carried across (see _lstm_then_linear)
 
 _direction_pool: tuple[int, ThreadPoolExecutor] | None = None  # (intra-op threads it was made for, pool)
 
@@ -134,27 +135,41 @@ class RNNProjection(nn.Module):
                 return direction(x)
 
         forward, backward = (pool.submit(run, d) for d in directions)
-        return forward.result() + backward.result()
+        return forward.result().add_(backward.result())  # no autograd here: sum in place
 
     def _forward_direction(self, x: torch.Tensor) -> torch.Tensor:
         return _lstm_then_linear(self.rnn, self.linear, x)  # (time, batch, channels)
 
     def _backward_direction(self, x: torch.Tensor) -> torch.Tensor:
-        return _lstm_then_linear(self.rnn_reverse, self.linear_reverse, x.flip(0)).flip(0)  # read backwards
+        return _lstm_then_linear(self.rnn_reverse, self.linear_reverse, x, reverse=True)  # reads backwards
 
 
-def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``linear(rnn(x))``; on CPU a large batch of sequences goes in contiguous slices of at most
-    :data:`LSTM_BATCH_SLICE`, which the LSTM kernel runs faster per frame than one huge batch (its
-    per-step working set stays in cache): ~25% for a 60 s mixture in inference, ~7% for a training step.
+def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:
+    """``linear(rnn(x))``, or with ``reverse`` the same over the time-reversed ``x``, reversed back.
+
+    On CPU, a large input goes in pieces written into the output as each is done, so it is never
+    copied whole: slices of at most :data:`LSTM_BATCH_SLICE` sequences, which the LSTM kernel runs
+    faster per frame than one huge batch (its per-step working set stays in cache; ~7% for a training
+    step), and, along time, segments of at most :data:`LSTM_TIME_SLICE` steps that pass the LSTM's
+    state on to the next (the same result: a 60 s mixture's inter-chunk LSTM needs 50 MB of kernel
+    workspace per direction instead of 500 MB).  A reverse pass takes the segments from the end.
 
     Shape: (time, batch, channels) -> (time, batch, channels).
     """
-    batch = x.shape[1]
-    if batch <= LSTM_BATCH_SLICE or x.device.type != "cpu":
-        return linear(rnn(x)[0])
-    parts = [x[:, i : i + LSTM_BATCH_SLICE].contiguous() for i in range(0, batch, LSTM_BATCH_SLICE)]
-    return torch.cat([linear(rnn(part)[0]) for part in parts], 1)  # (time, batch, channels)
+    time, batch = x.shape[:2]
+    if x.device.type != "cpu" or (batch <= LSTM_BATCH_SLICE and time <= LSTM_TIME_SLICE):
+        y = linear(rnn(x.flip(0) if reverse else x)[0])
+        return y.flip(0) if reverse else y
+    out = x.new_empty(time, batch, linear.out_features)
+    starts = range(0, time, LSTM_TIME_SLICE)
+    for i in range(0, batch, LSTM_BATCH_SLICE):
+        state = None  # (h, c) carried from one time segment to the next
+        for t in reversed(starts) if reverse else starts:
+            part = x[t : t + LSTM_TIME_SLICE, i : i + LSTM_BATCH_SLICE]  # (steps, slice, channels), a view
+            h, state = rnn(part.flip(0) if reverse else part.contiguous(), state)
+            y = linear(h)
+            out[t : t + LSTM_TIME_SLICE, i : i + LSTM_BATCH_SLICE] = y.flip(0) if reverse else y
+    return out
 
 
 class _SideBySide(torch.autograd.Function):
@@ -208,11 +223,27 @@ class DualPathBlock(nn.Module):
         chunk_size, n_chunks, batch, channels = x.shape
         # intra-chunk: sequences along chunk_size, one per (chunk, example)
         y = self.intra(x.view(chunk_size, n_chunks * batch, channels)).view(x.shape)
-        x = (x + self.intra_norm(y, batch_dim=2, time_dim=1)).transpose(0, 1).contiguous()  # (chunks, chunk_size, ...)
+        x = _add_norm_swapped(x, self.intra_norm, y, batch_dim=2, time_dim=1)  # (chunks, chunk_size, ...)
         # inter-chunk: sequences along chunks, one per (chunk position, example)
         y = self.inter(x.view(n_chunks, chunk_size * batch, channels)).view(x.shape)
-        x = x + self.inter_norm(y, batch_dim=2, time_dim=0)
-        return x.transpose(0, 1).contiguous()  # (chunk_size, chunks, batch, channels)
+        return _add_norm_swapped(x, self.inter_norm, y, batch_dim=2, time_dim=0)  # (chunk_size, chunks, ...)
+
+
+def _add_norm_swapped(x: torch.Tensor, norm: nn.Module, y: torch.Tensor, *, batch_dim: int, time_dim: int):
+    """The residual sum ``x + norm(y)`` with axes 0 and 1 swapped, contiguous (the next RNN's layout).
+
+    Without autograd, ``y`` (an RNN's fresh output) is normalised in place and the sum written straight
+    into the swapped layout: one new tensor and two passes instead of three of each.
+
+    Shape: (a, b, batch, channels) -> (b, a, batch, channels).
+    """
+    if torch.is_grad_enabled():
+        return (x + norm(y, batch_dim=batch_dim, time_dim=time_dim)).transpose(0, 1).contiguous()
+    scale, shift = norm.scale_shift(y, batch_dim=batch_dim, time_dim=time_dim)
+    out = x.new_empty(x.shape[1], x.shape[0], *x.shape[2:])
+    torch.addcmul(shift, y, scale, out=y)  # norm(y), in place
+    torch.add(x, y, out=out.transpose(0, 1))
+    return out
 
 
 class DualPathSeparator(nn.Module):

@@ -28,10 +28,18 @@ class _ChannelLastNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
-    def _affine(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / sqrt(var + eps) * gain + bias`` as one pass over ``x``."""
+    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1) -> torch.Tensor:
+        scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim)
+        return torch.addcmul(shift, x, scale)  # one pass over x
+
+    def scale_shift(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scale`` and ``shift`` with ``norm(x) == x * scale + shift``, both broadcastable to ``x``."""
+        mean, var = self.moments(x, batch_dim=batch_dim, time_dim=time_dim)
         scale = torch.rsqrt(var + self.eps) * self.gain
-        return torch.addcmul(self.bias - mean * scale, x, scale)
+        return scale, self.bias - mean * scale
+
+    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 class GlobalLayerNorm(_ChannelLastNorm):
@@ -40,12 +48,15 @@ class GlobalLayerNorm(_ChannelLastNorm):
     Shape: (..., channels) -> same; ``time_dim`` is accepted for symmetry with cLN and unused.
     """
 
-    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1) -> torch.Tensor:
+    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         dims = [d for d in range(x.dim()) if d != batch_dim]
         # sums, not torch.var_mean: its Welford pass is several times slower on CPU
         mean = x.mean(dims, keepdim=True)
-        var = (x * x).mean(dims, keepdim=True).sub_(mean * mean).clamp_min_(0)
-        return self._affine(x, mean, var)
+        if x.shape[batch_dim] == 1:  # a norm needs no copy of x (a 60 s mixture: 8 ms instead of 45)
+            mean_square = torch.linalg.vector_norm(x, 2, dims, keepdim=True).square() / x.numel()
+        else:  # a reduction that keeps a middle axis is slow for the norm, fast for x * x
+            mean_square = (x * x).mean(dims, keepdim=True)
+        return mean, mean_square.sub_(mean * mean).clamp_min_(0)
 
 
 class CumulativeLayerNorm(_ChannelLastNorm):
@@ -54,7 +65,7 @@ class CumulativeLayerNorm(_ChannelLastNorm):
     Shape: (..., channels) -> same.
     """
 
-    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1) -> torch.Tensor:
+    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         dims = [d for d in range(x.dim()) if d not in (batch_dim, time_dim)]
         steps = x.shape[time_dim]
         per_step = x.numel() // (steps * x.shape[batch_dim])
@@ -63,7 +74,7 @@ class CumulativeLayerNorm(_ChannelLastNorm):
         count = per_step * torch.arange(1, steps + 1, device=x.device, dtype=x.dtype).view(count_shape)
         mean = x.sum(dims, keepdim=True).cumsum(time_dim) / count  # 1 on every axis but batch and time
         var = (x.pow(2).sum(dims, keepdim=True).cumsum(time_dim) / count - mean.pow(2)).clamp_min(0)
-        return self._affine(x, mean, var)
+        return mean, var
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
