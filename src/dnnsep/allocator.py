@@ -9,8 +9,8 @@ up to ``limit`` bytes from one heap shared by all threads and to keep up to ``li
 its top, as preloading jemalloc or tcmalloc does in PyTorch's CPU performance guide.
 
 Measured on 2 cores for the default model (``bench/bench_model.py --malloc``): a CPU training step
-(4 x 2 s) goes from about 4.7 s to 3.5-4.0 s, but the process keeps what it once used: 5.4 GB
-resident after a few steps of 2-3 s batches instead of 1.4 GB.  Hence opt-in: the command-line tools
+(4 x 2 s) goes from about 4.9 s to 4.0 s, but the process keeps what it once used: 5.4 GB resident
+after a few steps of 2-3 s batches instead of 1.4 GB.  Hence opt-in: the command-line tools
 call it when ``DNNSEP_MALLOC=reuse`` is set (:func:`dnnsep.cli.run`).  Off Linux or glibc it does
 nothing.
 """
