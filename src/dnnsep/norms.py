@@ -48,7 +48,7 @@ class GlobalLayerNorm(_ChannelLastNorm):
     Shape: (..., channels) -> same; ``time_dim`` is accepted for symmetry with cLN and unused.
     """
 
-    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         dims = [d for d in range(x.dim()) if d != batch_dim]
         # sums, not torch.var_mean: its Welford pass is several times slower on CPU
         mean = x.mean(dims, keepdim=True)
