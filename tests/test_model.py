@@ -336,3 +336,16 @@ def test_inference_path_equals_the_autograd_path(norm):
     with torch.inference_mode():
         got = model(x)  # in place, written straight into the next layout
     torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_autocast_keeps_the_lstms_in_its_own_thread():
+    from dnnsep import dual_path
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert dual_path._pool_for_directions() is not None
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is per thread: no pool under it
+            assert dual_path._pool_for_directions() is None
+    finally:
+        torch.set_num_threads(threads)

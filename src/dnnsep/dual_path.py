@@ -54,6 +54,8 @@ def _pool_for_directions() -> ThreadPoolExecutor | None:
     threads = torch.get_num_threads()
     if threads < 2 or torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers see one thread only
         return None
+    if _cpu_autocast():  # autocast is per thread: the pool's threads would run the LSTMs without it
+        return None
     if _direction_pool is None or _direction_pool[0] != threads:
         if _direction_pool is not None:
             _direction_pool[1].shutdown(wait=False)
@@ -62,6 +64,13 @@ def _pool_for_directions() -> ThreadPoolExecutor | None:
         )
         _direction_pool = (threads, pool)
     return _direction_pool[1]
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int) -> torch.Tensor:
