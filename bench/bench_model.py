@@ -81,10 +81,10 @@ def has_asteroid() -> bool:
     return True
 
 
-def time_part(kind: str, config_name: str, part: str, repeats: int) -> list[float]:
+def time_part(kind: str, config_name: str, part: str, repeats: int, long_seconds: float) -> list[float]:
     """In this process: build one model, warm it up once, then time ``part`` ``repeats`` times (seconds).
 
-    ``rtf``: one 5 s pass in inference mode; ``long``: one pass over ``LONG_SECONDS`` (no warm-up, as a
+    ``rtf``: one 5 s pass in inference mode; ``long``: one pass over ``long_seconds`` (no warm-up, as a
     user separating one file); ``train``: one training step on a batch of 4 x 2 s.
     """
     model = build(kind, CONFIGS[config_name])
@@ -98,7 +98,7 @@ def time_part(kind: str, config_name: str, part: str, repeats: int) -> list[floa
             optimizer.step()
 
     else:
-        x = torch.randn(1, int((5.0 if part == "rtf" else LONG_SECONDS) * SR))
+        x = torch.randn(1, int((5.0 if part == "rtf" else long_seconds) * SR))
 
         def run():
             with torch.inference_mode():
@@ -117,7 +117,7 @@ def time_part(kind: str, config_name: str, part: str, repeats: int) -> list[floa
 def child(kind: str, config_name: str, part: str, args: argparse.Namespace) -> dict:
     """Run :func:`time_part` in a fresh process, so no model inherits another's heap or warm caches."""
     command = [sys.executable, __file__, "--child", f"{kind},{config_name},{part}", "--threads", str(args.threads)]
-    command += ["--malloc", args.malloc, "--repeats", str(1 if part == "long" else args.per_process)]
+    command += ["--malloc", args.malloc, "--per_process", str(1 if part == "long" else args.per_process)]
     command += ["--long_seconds", str(args.long_seconds)]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode != 0:
@@ -135,7 +135,7 @@ def measure(kinds: list[str], config_name: str, part: str, args: argparse.Namesp
             r = child(kind, config_name, part, args)
             times[kind] += r["times"]
             peaks[kind] = max(peaks[kind], r["extra_mb"])
-    return {k: {"seconds": statistics.median(times[k]), "extra_mb": peaks[k], "runs": len(times[k])} for k in kinds}
+    return {k: {"seconds": statistics.median(times[k]), "extra_mb": peaks[k]} for k in kinds}
 
 
 def rss_mb(peak: bool = False) -> float:
@@ -152,7 +152,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes, models in turn")
     parser.add_argument("--per_process", type=int, default=3, help="timed runs per process after a warm-up")
-    parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)  # runs inside a --child
     parser.add_argument("--configs", default="default,paper", help="comma-separated: default, paper")
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
@@ -165,10 +164,9 @@ def main(argv=None) -> int:
         keep_freed_memory()
     torch.set_num_threads(args.threads)
     if args.child:
-        globals()["LONG_SECONDS"] = args.long_seconds
         kind, config_name, part = args.child.split(",")
         base = rss_mb()
-        times = time_part(kind, config_name, part, args.repeats)
+        times = time_part(kind, config_name, part, args.per_process, args.long_seconds)
         print(json.dumps({"times": times, "extra_mb": rss_mb(peak=True) - base}))
         return 0
     skip = set(filter(None, args.skip.split(",")))
