@@ -212,7 +212,7 @@ def test_forward_rejects_bad_shapes():
 
 
 def test_rnn_projection_equals_a_bilstm_followed_by_a_linear_layer():
-    from dnnsep.dual_path import RNNProjection
+    from dnnsep.models.dual_path import RNNProjection
 
     torch.manual_seed(0)
     block = RNNProjection(channels=6, hidden=10, bidirectional=True)
@@ -230,8 +230,8 @@ def test_rnn_projection_equals_a_bilstm_followed_by_a_linear_layer():
 
 
 def test_directions_run_side_by_side_in_inference_with_identical_results():
-    from dnnsep import dual_path
-    from dnnsep.dual_path import RNNProjection
+    from dnnsep.models import lstm as dual_path
+    from dnnsep.models.dual_path import RNNProjection
 
     torch.manual_seed(0)
     block = RNNProjection(channels=6, hidden=10, bidirectional=True)
@@ -276,7 +276,7 @@ def test_training_on_two_threads_gives_the_gradients_of_one_thread():
 
 
 def _slice_lstms(monkeypatch, batch: int, steps: int) -> None:
-    from dnnsep import dual_path
+    from dnnsep.models import lstm as dual_path
 
     monkeypatch.setattr(dual_path, "LSTM_BATCH_SLICE", batch)
     monkeypatch.setattr(dual_path, "LSTM_TIME_SLICE", steps)
@@ -313,7 +313,7 @@ def test_training_in_lstm_slices_gives_the_same_gradients(monkeypatch, causal):
 
 @pytest.mark.parametrize(("kernel", "stride"), [(16, 8), (16, 4), (2, 1), (16, 16), (5, 2)])
 def test_decoder_equals_the_transposed_convolution(kernel, stride):
-    from dnnsep.filterbanks import Decoder
+    from dnnsep.models.filterbanks import Decoder
 
     torch.manual_seed(0)
     decoder = Decoder(n_filters=6, kernel_size=kernel, stride=stride)
@@ -339,7 +339,7 @@ def test_inference_path_equals_the_autograd_path(norm):
 
 
 def test_cpu_autocast_keeps_the_lstms_in_its_own_thread():
-    from dnnsep import dual_path
+    from dnnsep.models import lstm as dual_path
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

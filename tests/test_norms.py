@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dnnsep.norms import CumulativeLayerNorm, GlobalLayerNorm
+from dnnsep.models.norms import CumulativeLayerNorm, GlobalLayerNorm
 
 
 def reference_gln(x, batch_dim):

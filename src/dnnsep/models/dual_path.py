@@ -28,49 +28,14 @@ True
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lstm import rnn_projection
 from .norms import make_norm
 
 MASKS = ("sigmoid", "relu", "softmax")
-LSTM_BATCH_SLICE = 128  # sequences per LSTM call on CPU (see _lstm_then_linear)
-LSTM_TIME_SLICE = 256  # steps per LSTM call on CPU, the state carried across (see _lstm_then_linear)
-
-_direction_pool: tuple[int, ThreadPoolExecutor] | None = None  # (intra-op threads it was made for, pool)
-
-
-def _pool_for_directions() -> ThreadPoolExecutor | None:
-    """Two worker threads, each with half of torch's intra-op threads, for the two LSTM directions (CPU).
-
-    On CPU the two directions of a BiLSTM are independent; running them side by side, each on half
-    the cores, beats running them one after the other on all cores (no per-step barrier between
-    threads, which a busy machine makes costly).  Made on first use, again if the thread count changes.
-    """
-    global _direction_pool
-    threads = torch.get_num_threads()
-    if threads < 2 or torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers see one thread only
-        return None
-    if _cpu_autocast():  # autocast is per thread: the pool's threads would run the LSTMs without it
-        return None
-    if _direction_pool is None or _direction_pool[0] != threads:
-        if _direction_pool is not None:
-            _direction_pool[1].shutdown(wait=False)
-        pool = ThreadPoolExecutor(
-            2, thread_name_prefix="dnnsep-lstm", initializer=torch.set_num_threads, initargs=(threads // 2,)
-        )
-        _direction_pool = (threads, pool)
-    return _direction_pool[1]
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
 
 
 def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int) -> torch.Tensor:
@@ -127,88 +92,7 @@ class RNNProjection(nn.Module):
         self.linear_reverse = nn.Linear(units, channels, bias=False) if bidirectional else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rnn_reverse is None:
-            return self._forward_direction(x)
-        pool = _pool_for_directions() if x.device.type == "cpu" else None
-        directions = (self._forward_direction, self._backward_direction)
-        if pool is None:
-            return directions[0](x) + directions[1](x)
-        if torch.is_grad_enabled():
-            params = [p for module in (self.rnn, self.linear) for p in module.parameters()]
-            params_reverse = [p for module in (self.rnn_reverse, self.linear_reverse) for p in module.parameters()]
-            return _SideBySide.apply(x, pool, directions, len(params), *params, *params_reverse)
-        inference = torch.is_inference_mode_enabled()  # grad modes are per thread: pass them on
-
-        def run(direction):
-            with torch.inference_mode(inference), torch.no_grad():
-                return direction(x)
-
-        forward, backward = (pool.submit(run, d) for d in directions)
-        return forward.result().add_(backward.result())  # no autograd here: sum in place
-
-    def _forward_direction(self, x: torch.Tensor) -> torch.Tensor:
-        return _lstm_then_linear(self.rnn, self.linear, x)  # (time, batch, channels)
-
-    def _backward_direction(self, x: torch.Tensor) -> torch.Tensor:
-        return _lstm_then_linear(self.rnn_reverse, self.linear_reverse, x, reverse=True)  # reads backwards
-
-
-def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:
-    """``linear(rnn(x))``, or with ``reverse`` the same over the time-reversed ``x``, reversed back.
-
-    On CPU, a large input goes in pieces written into the output as each is done, so it is never
-    copied whole: slices of at most :data:`LSTM_BATCH_SLICE` sequences, which the LSTM kernel runs
-    faster per frame than one huge batch (its per-step working set stays in cache; ~7% for a training
-    step), and, along time, segments of at most :data:`LSTM_TIME_SLICE` steps that pass the LSTM's
-    state on to the next (the same result: a 60 s mixture's inter-chunk LSTM needs 50 MB of kernel
-    workspace per direction instead of 500 MB).  A reverse pass takes the segments from the end.
-
-    Shape: (time, batch, channels) -> (time, batch, channels).
-    """
-    time, batch = x.shape[:2]
-    if x.device.type != "cpu" or (batch <= LSTM_BATCH_SLICE and time <= LSTM_TIME_SLICE):
-        y = linear(rnn(x.flip(0) if reverse else x)[0])
-        return y.flip(0) if reverse else y
-    out = x.new_empty(time, batch, linear.out_features)
-    starts = range(0, time, LSTM_TIME_SLICE)
-    for i in range(0, batch, LSTM_BATCH_SLICE):
-        state = None  # (h, c) carried from one time segment to the next
-        for t in reversed(starts) if reverse else starts:
-            part = x[t : t + LSTM_TIME_SLICE, i : i + LSTM_BATCH_SLICE]  # (steps, slice, channels), a view
-            h, state = rnn(part.flip(0) if reverse else part.contiguous(), state)
-            y = linear(h)
-            out[t : t + LSTM_TIME_SLICE, i : i + LSTM_BATCH_SLICE] = y.flip(0) if reverse else y
-    return out
-
-
-class _SideBySide(torch.autograd.Function):
-    """Training on CPU: both directions, forward and backward passes alike, in the two pool threads.
-
-    Each direction records its own graph in its own thread; the backward pass differentiates the two
-    graphs side by side and hands the gradients of the input and of every parameter back to autograd.
-    """
-
-    @staticmethod
-    def forward(ctx, x, pool, directions, n_forward_params, *params):
-        def run(direction):
-            with torch.enable_grad():
-                xi = x.detach().requires_grad_()
-                return xi, direction(xi)
-
-        ctx.runs = [f.result() for f in [pool.submit(run, d) for d in directions]]
-        ctx.pool, ctx.split = pool, n_forward_params
-        ctx.params = (params[:n_forward_params], params[n_forward_params:])
-        return ctx.runs[0][1].detach() + ctx.runs[1][1].detach()
-
-    @staticmethod
-    def backward(ctx, grad):
-        def run(i):
-            xi, y = ctx.runs[i]
-            return torch.autograd.grad(y, [xi, *ctx.params[i]], grad)
-
-        (gx0, *g0), (gx1, *g1) = (f.result() for f in [ctx.pool.submit(run, i) for i in (0, 1)])
-        ctx.runs = None  # free both graphs
-        return (gx0 + gx1, None, None, None, *g0, *g1)
+        return rnn_projection(self, x)  # how it runs fast on each device: see dnnsep.models.lstm
 
 
 class DualPathBlock(nn.Module):

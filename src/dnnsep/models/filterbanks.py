@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ENCODER_ACTIVATIONS = ("relu", "linear")
+
 
 def pad_signal(x: torch.Tensor, *, kernel_size: int, stride: int) -> tuple[torch.Tensor, int]:
     """Pad the last axis so frames tile it exactly, with ``kernel_size - stride`` samples in front.
@@ -48,8 +50,8 @@ class Encoder(nn.Module):
 
     def __init__(self, *, n_filters: int, kernel_size: int, stride: int, activation: str = "relu"):
         super().__init__()
-        if activation not in ("relu", "linear"):
-            raise ValueError(f"encoder_activation must be 'relu' or 'linear', got {activation!r}")
+        if activation not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"encoder_activation must be one of {ENCODER_ACTIVATIONS}, got {activation!r}")
         self.conv = nn.Conv1d(1, n_filters, kernel_size, stride=stride, bias=False)
         self.activation = activation
 
