@@ -31,69 +31,13 @@ from ..audio import resample, write_wavs
 from ..checkpoint import atomic_write
 from ..cli import run
 from ..device import select_device
-from ..errors import CheckpointError, DnnsepError
+from ..errors import DnnsepError
 from ..inference import protect_from_clipping, scale_estimates, separate_long
-from ..models import DPRNNTasNet
+from ..pretrained import add_model_options, load_model
 
 MIC_HELP = (
     "on macOS, allow microphone access for your terminal app in System Settings > Privacy & Security > Microphone"
 )
-
-
-# -- the model ---------------------------------------------------------------------------------
-
-
-def default_model_path(recipe_dir: str | os.PathLike = ".") -> Path:
-    """``best.pth`` of the experiment ``train.sh`` makes under ``<recipe_dir>/exp`` with the recipe's
-    ``conf/default.yaml`` (the experiment directory is named by :func:`dnnsep.training.experiment_dir`).
-    """
-    from ..training.config import experiment_dir, load_config
-
-    recipe = Path(recipe_dir)
-    conf = recipe / "conf" / "default.yaml"
-    if not conf.is_file():
-        raise DnnsepError(
-            f"no --model given, and {conf} (which names the default experiment) is missing: "
-            "pass --model PATH, or --recipe_dir egs/librispeech/dprnn_tasnet"
-        )
-    return experiment_dir(load_config(conf), recipe / "exp") / "model" / "best.pth"
-
-
-def load_model(model: str | os.PathLike | None, *, recipe_dir: str | os.PathLike, device: torch.device):
-    """The model at ``model`` (or :func:`default_model_path`) on ``device``, in eval mode.
-
-    Returns ``(model, path)``; a missing model says where it looked and how to get one.
-    """
-    if model is None:
-        path = default_model_path(recipe_dir)
-        if not path.is_file():
-            raise CheckpointError(
-                f"no trained model at {path} (the default): train one with `. ./train.sh exp` "
-                f"(or `. ./run.sh`) in {Path(recipe_dir).resolve()}, or pass --model PATH/TO/best.pth"
-            )
-    else:
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such model file (--model)")
-    net = DPRNNTasNet.from_checkpoint(path, map_location="cpu")
-    return net.to(device).eval(), path
-
-
-def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
-    """``--model``, ``--recipe_dir`` and (with ``device``) ``--device``: shared by demo, separate and export."""
-    parser.add_argument(
-        "--model", metavar="PATH", help="model checkpoint (default: best.pth of the default experiment)"
-    )
-    parser.add_argument(
-        "--recipe_dir",
-        default=".",
-        metavar="DIR",
-        help="recipe directory: holds conf/default.yaml and the exp/ that train.sh writes (default: .)",
-    )
-    if device:
-        parser.add_argument(
-            "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
-        )
 
 
 # -- recording ---------------------------------------------------------------------------------

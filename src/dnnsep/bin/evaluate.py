@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import models
 from ..audio import write_wavs
 from ..checkpoint import load_checkpoint
 from ..cli import run
 from ..device import select_device
 from ..errors import DnnsepError
-from ..models import DPRNNTasNet
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model_path = Path(args.model_path)
     ckpt = load_checkpoint(model_path)
-    model = DPRNNTasNet.from_checkpoint_dict(ckpt, source=str(model_path))
+    model = models.from_checkpoint_dict(ckpt, source=str(model_path))
     dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
     if not dataset_dir:
         raise DnnsepError(f"{model_path}: does not say which data it was trained on; pass --dataset_dir")

@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import atomic_write
 from ..cli import run
 from ..errors import DnnsepError
-from .demo import add_model_options, load_model
+from ..pretrained import add_model_options, load_model
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 INPUT_NAME, OUTPUT_NAME = "mixture", "sources"

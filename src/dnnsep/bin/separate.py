@@ -27,7 +27,7 @@ from ..cli import run
 from ..device import select_device
 from ..errors import AudioError, DnnsepError
 from ..inference import scale_estimates, separate_long
-from .demo import add_model_options, load_model
+from ..pretrained import add_model_options, load_model
 
 MIN_SECONDS = 0.1  # shorter inputs are refused: too short to hold speech, or to separate meaningfully
 

@@ -5,21 +5,31 @@ declares each key's type and meaning but no value, so a config file must give ev
 or through ``extends: other.yaml``, which loads that file first and lets this one override it).
 Unknown keys and values of the wrong type are errors naming the file and the key.
 
+The model is a section of its own, ``model:``, which the model owns: its ``name`` (a registered
+model, see :func:`dnnsep.models.get`) and any of its options; the model's config dataclass holds the
+defaults and checks them.  ``extends`` merges a child's ``model:`` section into its parent's (unless
+it names another model).  On the command line a model option is ``--model.<option> value``, or
+``--<option> value`` when no training key has that name; ``--model.name NAME`` picks the model.
+Only ``n_sources`` and ``sample_rate`` are shared: the data decide them and the model is given them.
+
 A ``prepare:`` section, if present, holds options of the data preparation for ``run.sh``
 (:func:`prepare_args`); the trainer ignores it.
 
 Relative paths inside a config file (``dataset_dir``, ``extends``) are relative to that file's
 directory; a ``--dataset_dir`` given on the command line is relative to the current directory.
 
->>> parse_value("lr", "1e-3"), parse_value("stride", "null"), parse_value("causal", "yes")
+>>> parse_value("lr", "1e-3"), parse_value("segment_seconds", "null"), parse_value("dynamic_mixing", "yes")
 (0.001, None, True)
->>> value_type_name("stride"), _num(1e-3), _num(5.0), _num(0.5)
-('int|null', '1e-3', '5', '0.5')
+>>> parse_value("model.stride", "null", model="dprnn_tasnet"), parse_value("causal", "on", model="dprnn_tasnet")
+(None, True)
+>>> value_type_name("segment_seconds"), _num(1e-3), _num(5.0), _num(0.5)
+('float|null', '1e-3', '5', '0.5')
 """
 
 # (No ``from __future__ import annotations`` here: the field types are read at run time with
 # typing.get_type_hints, so they are written as Optional[...] to work on Python 3.9.)
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -28,13 +38,15 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .. import models
 from ..errors import DnnsepError
-from ..models import DPRNNConfig
+from ..models.base import DATA_OPTIONS
 
 # Keys that may differ when a run is resumed: where the data is and how this machine runs it.
 RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite")
 OPTIMIZERS = ("adam", "adamw")
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
+MODEL_KEY = "model"  # a config file's section of the model: its name and options
 
 
 def _key(help: str, choices: Optional[tuple] = None) -> Any:
@@ -51,20 +63,9 @@ class TrainConfig:
     segment_seconds: Optional[float] = _key("training segment length in seconds (null: as in the lists)")
     dynamic_mixing: bool = _key("mix new speaker pairs and gains every epoch (seeded per epoch)")
     num_workers: int = _key("data loading processes (0: in the training process)")
-    # -- model (see dnnsep.models.DPRNNConfig) --
-    n_filters: int = _key("N: encoder filters")
-    kernel_size: int = _key("L: encoder window in samples")
-    stride: Optional[int] = _key("encoder hop in samples (null: kernel_size // 2)")
-    bottleneck: Optional[int] = _key("F: channels inside the separator (null: n_filters)")
-    hidden: int = _key("H: LSTM units per layer")
-    chunk_size: int = _key("K: frames per chunk")
-    hop_size: int = _key("P: frames between chunk starts")
-    n_blocks: int = _key("B: dual-path blocks")
-    mask: str = _key("mask non-linearity", ("sigmoid", "relu", "softmax"))
-    norm: Optional[str] = _key("normalisation (null: gln, or cln when causal)", ("gln", "cln"))
-    causal: bool = _key("causal (streaming) model")
-    encoder_activation: str = _key("encoder non-linearity", ("relu", "linear"))
     sample_rate: int = _key("sample rate in Hz (the data must match)")
+    # -- model: its own section, {name: ..., option: value, ...} (see dnnsep.models) --
+    model: dict = _key("the model's name and options (model.name, model.<option>)")
     # -- optimisation --
     batch_size: int = _key("examples per step (per process under torchrun)")
     epochs: int = _key("maximum number of epochs")
@@ -100,7 +101,8 @@ class TrainConfig:
         if missing:
             raise DnnsepError(f"{source}: missing key(s) {', '.join(missing)} (see conf/default.yaml)")
         hints = typing.get_type_hints(cls)
-        checked = {k: _check_type(k, values[k], hints[k], source) for k in known}
+        checked = {k: _check_type(k, values[k], hints[k], source) for k in known if k != MODEL_KEY}
+        checked[MODEL_KEY] = _model_section(values[MODEL_KEY], checked, source)
         cfg = cls(**checked)
         cfg._validate(source)
         return cfg
@@ -129,19 +131,28 @@ class TrainConfig:
             raise DnnsepError(f"{source}: need lr > 0 and 0 < lr_factor < 1, got {self.lr} and {self.lr_factor}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
-        try:
-            self.model_config()
-        except ValueError as err:
-            raise DnnsepError(f"{source}: {err}") from None
+        if self.sample_rate < 1:
+            raise DnnsepError(f"{source}: sample_rate must be positive, got {self.sample_rate}")
 
-    def model_config(self) -> DPRNNConfig:
-        """The model's hyper-parameters (defaults such as ``stride=None`` resolved)."""
-        names = [f.name for f in dataclasses.fields(DPRNNConfig)]
-        return DPRNNConfig.from_dict({k: getattr(self, k) for k in names})
+    @property
+    def model_class(self) -> type:
+        return models.get(self.model["name"])
+
+    def model_config(self) -> models.ModelConfig:
+        """The model's hyper-parameters (defaults such as ``stride=None`` resolved), with the data's
+        ``n_sources`` and ``sample_rate``."""
+        options = {k: v for k, v in self.model.items() if k != "name"}
+        return self.model_class.config_class.from_dict(
+            {**options, "n_sources": self.n_sources, "sample_rate": self.sample_rate}
+        )
+
+    def build_model(self) -> models.MaskingModel:
+        """A new model of this config (its initial weights drawn from torch's global generator)."""
+        return self.model_class(self.model_config())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, in declaration order."""
-        return dataclasses.asdict(self)
+        """Plain values, in declaration order (the model section with every option resolved)."""
+        return {**dataclasses.asdict(self), MODEL_KEY: dict(self.model)}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A validated copy with some keys changed."""
@@ -150,7 +161,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The keys that define the experiment (all but :data:`RUNTIME_KEYS`), with resolved model values."""
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
-        values.update(self.model_config().to_dict())  # stride/bottleneck/norm resolved
+        values[MODEL_KEY] = {"name": self.model_class.config_name, **self.model_config().to_dict()}
         return values
 
 
@@ -181,6 +192,52 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
     return value
 
 
+def _model_section(section: Any, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``model:`` section checked by its model's config, every option resolved: ``{name, options...}``."""
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        raise DnnsepError(
+            f"{source}: {MODEL_KEY} must be a section with a name (one of {', '.join(models.names())}) "
+            f"and the model's options, got {section!r}"
+        )
+    try:
+        cls = models.get(section["name"])
+    except DnnsepError as err:
+        raise DnnsepError(f"{source}: {MODEL_KEY}.name: {err}") from None
+    options = {k: v for k, v in section.items() if k != "name"}
+    shared = sorted(set(options) & set(DATA_OPTIONS))
+    if shared:
+        raise DnnsepError(f"{source}: {MODEL_KEY}.{shared[0]}: set {shared[0]} at the top level (the data decide it)")
+    unknown = sorted(set(options) - set(cls.config_class.options()))
+    if unknown:
+        known = [k for k in cls.config_class.options() if k not in DATA_OPTIONS]
+        raise DnnsepError(f"{source}: unknown {MODEL_KEY} option(s) {', '.join(unknown)} of {cls.config_name} "
+                          f"(its options: {', '.join(known)})")  # fmt: skip
+    types = cls.config_class.option_types()
+    for key, value in options.items():
+        base, optional = types[key]
+        options[key] = _check_type(f"{MODEL_KEY}.{key}", value, Optional[base] if optional else base, source)
+    try:
+        config = cls.config_class.from_dict(
+            {**options, **{k: data[k] for k in DATA_OPTIONS if isinstance(data.get(k), int)}}
+        )
+    except ValueError as err:
+        raise DnnsepError(f"{source}: {MODEL_KEY}: {err}") from None
+    resolved = {k: v for k, v in config.to_dict().items() if k not in DATA_OPTIONS}
+    return {"name": cls.config_name, **resolved}
+
+
+def upgrade_flat_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A config of dnnsep's format 1 (DPRNN's options among the training keys) in today's shape.
+
+    Training states written by the first release (``last.pth``, format 1) hold such configs.
+    """
+    if MODEL_KEY in values:
+        return values
+    options = [k for k in models.DPRNNConfig.options() if k not in DATA_OPTIONS]
+    section = {"name": "dprnn_tasnet", **{k: values[k] for k in options if k in values}}
+    return {**{k: v for k, v in values.items() if k not in options}, MODEL_KEY: section}
+
+
 # -- files and command-line overrides -----------------------------------------------------------
 
 
@@ -204,17 +261,46 @@ def read_yaml(path: Union[str, os.PathLike]) -> dict[str, Any]:
         return values
     if not isinstance(base, str):
         raise DnnsepError(f"{path}: extends must name a YAML file, got {base!r}")
-    return {**read_yaml(path.parent / base), **values}
+    parent = read_yaml(path.parent / base)
+    merged = {**parent, **values}
+    below, here = parent.get(MODEL_KEY), values.get(MODEL_KEY)
+    if isinstance(below, dict) and isinstance(here, dict) and here.get("name", below.get("name")) == below.get("name"):
+        merged[MODEL_KEY] = {**below, **here}  # the same model: options merge
+    return merged
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
     """Read ``path`` (see :func:`read_yaml`), apply ``overrides`` (already typed) and validate."""
     values = read_yaml(path)
     values.pop(PREPARE_KEY, None)
-    for key in overrides or {}:
-        if key not in TrainConfig.keys():
+    section = dict(values.get(MODEL_KEY) or {}) if isinstance(values.get(MODEL_KEY), dict) else values.get(MODEL_KEY)
+    for key, value in (overrides or {}).items():
+        target = _override_target(key, values)
+        if target is None:
             raise DnnsepError(f"unknown option --{key}")
-    return TrainConfig.from_dict({**values, **(overrides or {})}, source=str(path))
+        if target == MODEL_KEY + ".name" and isinstance(section, dict) and value != section.get("name"):
+            section = {}  # another model: its own defaults
+        if target.startswith(MODEL_KEY + "."):
+            section = section if isinstance(section, dict) else {}
+            section[target.split(".", 1)[1]] = value
+        else:
+            values[target] = value
+    if section is not None:
+        values[MODEL_KEY] = section
+    return TrainConfig.from_dict(values, source=str(path))
+
+
+def _override_target(key: str, values: dict[str, Any]) -> Optional[str]:
+    """Where ``--key`` goes: a training key, ``model.<option>`` (also for a bare option name), or None."""
+    if key in TrainConfig.keys() and key != MODEL_KEY:
+        return key
+    if key == MODEL_KEY:
+        return MODEL_KEY + ".name"
+    option = key.split(".", 1)[1] if key.startswith(MODEL_KEY + ".") else key
+    if option == "name" and key.startswith(MODEL_KEY + "."):
+        return MODEL_KEY + ".name"
+    options = {k for name in models.names() for k in models.get(name).config_class.options()} - set(DATA_OPTIONS)
+    return f"{MODEL_KEY}.{option}" if option in options else None
 
 
 def prepare_args(path: Union[str, os.PathLike]) -> list[str]:
@@ -240,12 +326,12 @@ def prepare_args(path: Union[str, os.PathLike]) -> list[str]:
     return args
 
 
-def parse_value(key: str, text: str) -> Any:
-    """Parse the text of ``--key text`` as that key's type (``null``/``none`` for optional keys)."""
-    hint = typing.get_type_hints(TrainConfig)[key]
-    args = typing.get_args(hint)
-    optional = typing.get_origin(hint) is Union and type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
+def parse_value(key: str, text: str, *, model: Optional[str] = None) -> Any:
+    """Parse the text of ``--key text`` as that key's type (``null``/``none`` for optional keys).
+
+    A model option (``model.hidden`` or ``hidden``) takes its type from ``model``'s config.
+    """
+    base, optional = _key_type(key, model)
     if optional and text.lower() in ("null", "none", "~"):
         return None
     try:
@@ -257,19 +343,35 @@ def parse_value(key: str, text: str) -> Any:
         if base is int:
             return int(text)
         if base is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
     except ValueError:
         raise DnnsepError(f"--{key}: expected {_TYPE_WORDS[base]}, got {text!r}") from None
     return text
 
 
+def _key_type(key: str, model: Optional[str]) -> tuple[type, bool]:
+    """``(type, may be null)`` of a training key or of a model option."""
+    if key in TrainConfig.keys() and key != MODEL_KEY:
+        hint = typing.get_type_hints(TrainConfig)[key]
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) is Union and type(None) in args
+        return (next(a for a in args if a is not type(None)) if optional else hint), optional
+    option = key.split(".", 1)[1] if key.startswith(MODEL_KEY + ".") else key
+    if option == "name" or key == MODEL_KEY:
+        return str, False
+    types = models.get(model or "dprnn_tasnet").config_class.option_types()
+    if option not in types:
+        raise DnnsepError(f"--{key}: not an option of {model or 'dprnn_tasnet'}")
+    return types[option]
+
+
 def value_type_name(key: str) -> str:
     """Short type description for ``--help``: ``int``, ``float|null`` ..."""
-    hint = typing.get_type_hints(TrainConfig)[key]
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is Union:
-        return "|".join("null" if a is type(None) else a.__name__ for a in args)
-    return hint.__name__
+    base, optional = _key_type(key, None)
+    return base.__name__ + ("|null" if optional else "")
 
 
 def save_yaml(cfg: TrainConfig) -> str:
@@ -293,34 +395,35 @@ def _num(x: float) -> str:
 
 
 def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
-    """``<out_dir>/<n>mix/trainable-trainable/sisdr/<model>/<separator options>/<training>/seed<seed>``.
+    """``<out_dir>/<n>mix/<encoder>-<decoder>/<loss>/<model dims>/<model options>/<training>/seed<seed>``.
 
-    - model: ``N{n_filters}_L{kernel_size}_H{hidden}_K{chunk_size}_P{hop_size}_B{n_blocks}``
-    - separator options: ``S{stride}_F{bottleneck}_{mask}_{norm}_{causal|noncausal}_enc-{encoder_activation}_sr{kHz}k``
+    The one place the layout is computed: ``train.sh``, ``run.sh`` and the notebook ask for it with
+    ``--get experiment_dir``.
+
+    - encoder-decoder: ``trainable-trainable`` (learned filterbanks; ``trainable_linear`` for an
+      encoder without ReLU);
+    - loss: ``sisdr`` (negative SI-SDR under PIT), ``sisdr_thr{dB}`` with ``loss_threshold``;
+    - model dims and options: the model's own names (e.g. ``N64_L16_H256_K100_P50_B3`` and
+      ``S8_F64_sigmoid_gln_noncausal_sr16k``), which together name every option;
     - training: ``b{batch_size}_e{epochs}_{optimizer}-lr{lr}-decay{weight_decay}_clip{clip_grad_norm}``,
       plus ``_dm`` with dynamic mixing and ``_seg{seconds}`` when segment_seconds is set.
-
-    Every model option appears, so two different models never share a directory.
-    (``trainable-trainable``: learned encoder and decoder; ``sisdr``: the PIT SI-SDR objective.)
     """
     m = cfg.model_config()
-    model = f"N{m.n_filters}_L{m.kernel_size}_H{m.hidden}_K{m.chunk_size}_P{m.hop_size}_B{m.n_blocks}"
-    causal = "causal" if m.causal else "noncausal"
-    separator = f"S{m.stride}_F{m.bottleneck}_{m.mask}_{m.norm}_{causal}_enc-{m.encoder_activation}"
-    separator += f"_sr{_num(m.sample_rate / 1000)}k"
+    dims, options = m.dir_names()
     training = f"b{cfg.batch_size}_e{cfg.epochs}_{cfg.optimizer}-lr{_num(cfg.lr)}-decay{_num(cfg.weight_decay)}"
     training += f"_clip{_num(cfg.clip_grad_norm)}"
     if cfg.dynamic_mixing:
         training += "_dm"
     if cfg.segment_seconds is not None:
         training += f"_seg{_num(cfg.segment_seconds)}"
+    loss = "sisdr"
     return (
         Path(out_dir)
         / f"{cfg.n_sources}mix"
-        / "trainable-trainable"
-        / "sisdr"
-        / model
-        / separator
+        / m.filterbank_name()
+        / loss
+        / dims
+        / options
         / training
-        / (f"seed{cfg.seed}")
+        / f"seed{cfg.seed}"
     )

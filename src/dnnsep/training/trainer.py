@@ -32,9 +32,8 @@ from .. import __version__
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, DnnsepError
 from ..losses import pit_si_sdr, si_sdr
-from ..models import DPRNNTasNet
 from . import distributed
-from .config import TrainConfig, experiment_dir, save_yaml
+from .config import TrainConfig, experiment_dir, save_yaml, upgrade_flat_config
 from .records import (
     HISTORY_KEYS,
     close_logger,
@@ -50,7 +49,8 @@ from .state import Plateau, rng_state, set_rng_state
 
 TRAINING_KIND = "dnnsep-training-state"  # marks last.pth: only these can be resumed
 MODEL_KIND = "dnnsep-model"  # marks best.pth: a model for inference
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model has its own config section (1: the first release; still resumes)
+RESUMABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class NonFiniteLossError(DnnsepError):
 
 
 class Trainer:
-    """Train ``DPRNNTasNet`` on ``(mixture (time,), sources (n_sources, time))`` datasets.
+    """Train any registered model on ``(mixture (time,), sources (n_sources, time))`` datasets.
 
     ``train_set``/``valid_set`` default to the recipe's mixture lists under ``cfg.dataset_dir``.
     Call :meth:`fit`.  Under torchrun every process builds a Trainer; only rank 0 writes.
@@ -108,7 +108,7 @@ class Trainer:
         self.amp = cfg.amp and device.type == "cuda"
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
-            self.model = DPRNNTasNet(cfg.model_config()).to(device)
+            self.model = cfg.build_model().to(device)
         self.optimizer = make_optimizer(cfg, self.model)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
@@ -151,7 +151,7 @@ class Trainer:
         log.info(f"command: {' '.join([sys.executable, *sys.argv])}")
         log.info(f"experiment {self.exp}")
         log.info(
-            f"model DPRNNTasNet, {n_params / 1e6:.3f} M parameters; device {self.device}"
+            f"model {self.model.model_name}, {n_params / 1e6:.3f} M parameters; device {self.device}"
             f"{', mixed precision' if self.amp else ''}; {self.dist.world_size} process(es)"
         )
         log.info(
@@ -437,12 +437,15 @@ def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -
     if ckpt.get("kind") != TRAINING_KIND:
         what = "a model for inference (like best.pth)" if "state_dict" in ckpt else "not a dnnsep training state"
         raise CheckpointError(f"{resume}: {what}, cannot resume from it; resume from model/last.pth instead")
-    if ckpt.get("format_version") != FORMAT_VERSION:
+    if ckpt.get("format_version") not in RESUMABLE_FORMATS:
         raise CheckpointError(
-            f"{resume}: training state format {ckpt.get('format_version')}, this dnnsep resumes format {FORMAT_VERSION}"
+            f"{resume}: training state format {str(ckpt.get('format_version'))[:20]}, this dnnsep resumes "
+            f"formats {', '.join(map(str, RESUMABLE_FORMATS))}"
         )
+    if not isinstance(ckpt.get("train_config"), dict):
+        raise CheckpointError(f"{resume}: holds no training config, cannot resume from it")
     try:
-        saved = TrainConfig.from_dict(ckpt["train_config"], source=str(resume)).identity()
+        saved = TrainConfig.from_dict(upgrade_flat_config(ckpt["train_config"]), source=str(resume)).identity()
     except DnnsepError as err:
         raise CheckpointError(f"{resume}: its config is not valid here ({err})") from None
     now = cfg.identity()

@@ -1,0 +1,81 @@
+"""Which model a tool uses: the ``--model`` options shared by demo, separate, test and export, and loading.
+
+Without ``--model``, a tool uses the best model of the most recent experiment under the recipe's
+experiment folders (``exp*/``: ``exp/``, ``exp-synthetic/``, ...) and says which one; with none
+there, the error names the command that makes one (the recipe's main job).  Any registered model
+loads (:func:`dnnsep.models.load`), so no tool names a model class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from . import models
+from .errors import CheckpointError
+
+MAIN_JOB = "bash run.sh --config conf/mini.yaml"  # the recipe's main job, as the README gives it
+
+
+def experiment_models(recipe_dir: str | os.PathLike, *, causal: bool | None = None) -> list[Path]:
+    """Every ``model/best.pth`` under ``<recipe_dir>/exp*/``, the most recent first.
+
+    ``causal=True`` keeps causal models only (their experiment directory says ``_causal_``).
+    """
+    recipe = Path(recipe_dir)
+    found = [p for d in sorted(recipe.glob("exp*")) if d.is_dir() for p in d.glob("**/model/best.pth")]
+    if causal is not None:
+        found = [p for p in found if any(("_causal_" in part) == causal for part in p.parts[-6:-3])]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def default_model_path(recipe_dir: str | os.PathLike, *, causal: bool | None = None, quiet: bool = False) -> Path:
+    """The most recent experiment's ``best.pth`` (see :func:`experiment_models`); says which on stderr."""
+    recipe = Path(recipe_dir).resolve()
+    found = experiment_models(recipe, causal=causal)
+    if not found:
+        kind = "causal " if causal else ""
+        how = "bash run.sh --config conf/causal.yaml" if causal else MAIN_JOB
+        raise CheckpointError(
+            f"no trained {kind}model under {recipe}/exp*/: make one with `{how}` in {recipe}, "
+            "or pass --model PATH/TO/best.pth"
+        )
+    if not quiet:
+        print(f"model: {found[0]} (the most recent under {recipe}/exp*/; --model PATH to choose)", file=sys.stderr)
+    return found[0]
+
+
+def load_model(
+    model: str | os.PathLike | None,
+    *,
+    recipe_dir: str | os.PathLike,
+    device: torch.device,
+    causal: bool | None = None,
+) -> tuple[models.MaskingModel, Path]:
+    """The model at ``model`` (or :func:`default_model_path`) on ``device``, in eval mode: ``(model, path)``."""
+    if model is None:
+        path = default_model_path(recipe_dir, causal=causal)
+    else:
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such model file (--model)")
+    net = models.load(path, map_location="cpu")
+    return net.to(device).eval(), path
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """``--model``, ``--recipe_dir`` (hidden: the shell fronts fill it in) and, with ``device``, ``--device``."""
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="model checkpoint (default: best.pth of the most recent experiment under the recipe's exp*/)",
+    )
+    parser.add_argument("--recipe_dir", default=".", help=argparse.SUPPRESS)
+    if device:
+        parser.add_argument(
+            "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+        )
