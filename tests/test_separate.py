@@ -15,7 +15,6 @@ import torch
 
 from dnnsep import AudioError, CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet
 from dnnsep.bin import separate
-from dnnsep.bin.demo import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "librispeech" / "dprnn_tasnet"
@@ -140,26 +139,6 @@ def test_missing_inputs_and_models(tmp_path, model_path):
     sf.write(tmp_path / "a.wav", speech_like(16000, 0.5), 16000)
     with pytest.raises(CheckpointError, match="nope.pth: no such model file"):
         separate.main([str(tmp_path / "a.wav"), "--model", str(tmp_path / "nope.pth")])
-
-
-def test_default_model_is_best_pth_of_the_default_experiment(tmp_path, model_path):
-    """Without --model: <recipe>/exp/<experiment dir from conf/default.yaml>/model/best.pth."""
-    recipe = tmp_path / "recipe"
-    (recipe / "conf").mkdir(parents=True)
-    shutil.copy(RECIPE / "conf" / "default.yaml", recipe / "conf" / "default.yaml")
-    sf.write(tmp_path / "a.wav", speech_like(16000, 0.5), 16000)
-    expected = default_model_path(recipe)
-    parts = expected.relative_to(recipe).parts
-    assert parts[:5] == ("exp", "2mix", "trainable-trainable", "sisdr", "N64_L16_H256_K100_P50_B3")
-    assert parts[-3:] == ("seed111", "model", "best.pth")
-    with pytest.raises(CheckpointError, match=r"no trained model at .*best\.pth .*`\. \./train\.sh exp`"):
-        separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)])
-    expected.parent.mkdir(parents=True)
-    shutil.copy(model_path, expected)
-    assert separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)]) == 0
-    check_outputs(recipe / "results" / "separated", "a.wav", 16000, 8000)  # default out_dir: under the recipe
-    with pytest.raises(DnnsepError, match="conf/default.yaml .* is missing"):
-        separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(tmp_path)])
 
 
 # -- the recipe front, through the shells -------------------------------------------------------------

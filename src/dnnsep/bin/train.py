@@ -1,6 +1,8 @@
-"""Train DPRNN-TasNet:  python -m dnnsep.bin.train --config conf/default.yaml [--key value ...] OUT_DIR [MODEL_PATH]
+"""Train a model:  python -m dnnsep.bin.train --config conf/default.yaml [--key value ...] OUT_DIR [MODEL_PATH]
 
-Every key of the config file can be overridden as ``--key value`` (``null`` for "unset").  The
+Every key of the config file can be overridden as ``--key value`` (``null`` for "unset"); the
+model's options as ``--model.<option> value`` (or ``--<option> value``), the model itself as
+``--model.name NAME``.  The
 experiment directory is made under OUT_DIR from the options (see ``dnnsep.training.experiment_dir``);
 MODEL_PATH, a ``model/last.pth``, continues a run exactly where it stopped.  Under
 ``torchrun --nproc_per_node N -m dnnsep.bin.train ...`` it trains on N processes (GPUs).
@@ -10,18 +12,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
+from .. import models
 from ..cli import run
 from ..errors import DnnsepError
-from ..training.config import TrainConfig, experiment_dir, load_config, parse_value, prepare_args, value_type_name
+from ..training.config import (
+    MODEL_KEY,
+    TrainConfig,
+    experiment_dir,
+    load_config,
+    parse_value,
+    prepare_args,
+    read_yaml,
+    value_type_name,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dnnsep.bin.train",
-        description="Train a DPRNN-TasNet separation model on prepared mixture lists.",
+        description="Train a separation model on prepared mixture lists.",
         allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_model_help(),
     )
     parser.add_argument("out_dir", nargs="?", metavar="OUT_DIR", help="experiments are made under this directory")
     parser.add_argument(
@@ -47,6 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     )
     options = parser.add_argument_group("config overrides (defaults: the --config file)")
     for field in TrainConfig.__dataclass_fields__.values():
+        if field.name == MODEL_KEY:
+            continue
         help_text = field.metadata["help"]
         if field.metadata["choices"]:
             help_text += f" ({' | '.join(field.metadata['choices'])})"
@@ -56,9 +73,54 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_help() -> str:
+    """The models' options and defaults, for the end of ``--help``."""
+    lines = ["model options (--model.<option> VALUE, or --<option> VALUE; --model.name NAME picks the model):"]
+    for name in models.names():
+        config = models.get(name).config_class
+        defaults = config().to_dict()
+        shown = [f"{k}={_text(defaults[k])}" for k in config.options() if k not in ("n_sources", "sample_rate")]
+        lines.append(f"  {name}: " + ", ".join(shown))
+    return "\n".join(lines)
+
+
+def _text(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _split_model_options(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, str]]:
+    """Take ``--<option> VALUE`` pairs that are not the parser's own (model options) out of ``argv``."""
+    own = set(parser._option_string_actions)
+    rest: list[str] = []
+    texts: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg.split("=", 1)[0]
+        if not arg.startswith("--") or arg == "--" or key in own:
+            rest.append(arg)
+        elif "=" in arg:
+            texts[key[2:]] = arg.split("=", 1)[1]
+        elif i + 1 < len(argv):
+            texts[key[2:]] = argv[i + 1]
+            i += 1
+        else:
+            parser.error(f"{arg} needs a value")
+        i += 1
+    return rest, texts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    rest, model_texts = _split_model_options(list(sys.argv[1:] if argv is None else argv), parser)
+    args = parser.parse_args(rest)
     overrides = {key: parse_value(key, getattr(args, key)) for key in TrainConfig.keys() if hasattr(args, key)}
+    name = model_texts.get("model.name") or model_texts.get("model")
+    if name is None:
+        section = read_yaml(args.config).get(MODEL_KEY)
+        name = section.get("name") if isinstance(section, dict) else None
+    for key, text in model_texts.items():
+        overrides[key] = parse_value(key, text, model=name)
     if overrides.get("dataset_dir"):
         overrides["dataset_dir"] = os.path.abspath(os.path.expanduser(overrides["dataset_dir"]))
     cfg = load_config(args.config, overrides)
@@ -92,11 +154,12 @@ def _values(cfg: TrainConfig, keys: list[str], config: str, out_dir: str | None)
             if out_dir is None:
                 raise DnnsepError("--get experiment_dir needs OUT_DIR")
             lines.append(str(experiment_dir(cfg, out_dir)))
-        elif key in TrainConfig.keys():
-            value = getattr(cfg, key)
-            lines.append("null" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+        elif key.startswith(MODEL_KEY + ".") and key.split(".", 1)[1] in cfg.model:
+            lines.append(_text(cfg.model[key.split(".", 1)[1]]))
+        elif key in TrainConfig.keys() and key != MODEL_KEY:
+            lines.append(_text(getattr(cfg, key)))
         else:
-            raise DnnsepError(f"--get {key}: not a config key, experiment_dir or prepare_args")
+            raise DnnsepError(f"--get {key}: not a config key, model.<option>, experiment_dir or prepare_args")
     return lines
 
 

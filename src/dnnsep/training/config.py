@@ -155,8 +155,19 @@ class TrainConfig:
         return {**dataclasses.asdict(self), MODEL_KEY: dict(self.model)}
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A validated copy with some keys changed."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes}, source="override")
+        """A validated copy with some keys changed; a model option may be given as ``hidden=`` or ``model.hidden=``."""
+        values = self.to_dict()
+        for key, value in changes.items():
+            target = _override_target(key, values)
+            if target is None:
+                raise DnnsepError(f"unknown option {key}")
+            if target == MODEL_KEY + ".name" and value != values[MODEL_KEY]["name"]:
+                values[MODEL_KEY] = {"name": value}
+            elif target.startswith(MODEL_KEY + "."):
+                values[MODEL_KEY] = {**values[MODEL_KEY], target.split(".", 1)[1]: value}
+            else:
+                values[target] = value
+        return TrainConfig.from_dict(values, source="override")
 
     def identity(self) -> dict[str, Any]:
         """The keys that define the experiment (all but :data:`RUNTIME_KEYS`), with resolved model values."""
