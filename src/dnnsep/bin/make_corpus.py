@@ -1,6 +1,7 @@
-"""Write a small synthetic speech-like corpus in LibriSpeech's layout (for tests, demos, benchmarks).
+"""Write an offline speech corpus in LibriSpeech's layout (where LibriSpeech cannot be downloaded; tests, demos).
 
-python -m dnnsep.bin.make_corpus DIR [--n_speakers 8] [--utts_per_speaker 3] [--seconds 4 6]
+python -m dnnsep.bin.make_corpus DIR [--engine auto|espeak|numpy] [--n_speakers 8] [--utts_per_speaker 3]
+    [--seconds 4 6]
 egs/librispeech/common/prepare.sh DATASET_DIR 2 --librispeech_root DIR
 """
 
@@ -11,22 +12,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cli import run
-from ..data.synthetic import SUBSETS, make_corpus, make_mirror
+from ..data.synthetic import SUBSETS, make_mirror
+from ..data.tts import ENGINES, make_offline_corpus
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dnnsep.bin.make_corpus",
-        description="Write DIR/LibriSpeech/<subset>/<speaker>/<chapter>/*.flac of synthetic speech-like audio.",
+        description="Write DIR/LibriSpeech/<subset>/<speaker>/<chapter>/*.flac of synthesised speech: espeak-ng "
+        "voices (one per speaker, none in two subsets) reading generated sentences, or a NumPy synthesiser.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("root", metavar="DIR", help="output folder (DIR/LibriSpeech is created)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto", help="auto: espeak-ng if on the PATH, else the numpy synthesiser"
+    )
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), help="subset folders to write")
     parser.add_argument("--n_speakers", type=int, default=8, help="speakers per subset")
     parser.add_argument("--utts_per_speaker", type=int, default=3, help="utterances per speaker")
     parser.add_argument("--seconds", type=float, nargs=2, default=[4.0, 6.0], metavar=("MIN", "MAX"),
                         help="utterance length range")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="espeak utterances synthesised at a time")
     parser.add_argument(
         "--mirror_dir", metavar="DIR", help="also write <subset>.tar.gz archives and md5sum.txt here (a --mirror)"
     )
@@ -35,16 +42,23 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    corpus = make_corpus(
+    made = make_offline_corpus(
         args.root,
+        engine=args.engine,
         subsets=args.subsets,
         n_speakers=args.n_speakers,
         utts_per_speaker=args.utts_per_speaker,
         seconds=tuple(args.seconds),
         seed=args.seed,
+        workers=args.workers,
     )
     n = len(args.subsets) * args.n_speakers * args.utts_per_speaker
-    print(f"wrote {n} utterances in {corpus}; next: prepare.sh DATASET_DIR 2 --librispeech_root {corpus}")
+    if made.engine == "espeak":
+        print(f"synthesised with espeak-ng: {made.voices} voices, none in two subsets, {n} utterances")
+    else:
+        why = "--engine numpy" if args.engine == "numpy" else "espeak-ng not found"
+        print(f"{why}: numpy synthesiser, {made.voices} voices, {n} utterances (speech-like, not speech)")
+    print(f"wrote {made.path}; next: prepare.sh DATASET_DIR 2 --librispeech_root {made.path}")
     if args.mirror_dir:
         mirror = make_mirror(Path(args.root), args.mirror_dir, args.subsets)
         print(f"wrote {', '.join(f'{s}.tar.gz' for s in args.subsets)} and md5sum.txt in {mirror}")

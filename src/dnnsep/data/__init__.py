@@ -1,9 +1,10 @@
-"""Data: LibriSpeech download and mixture lists (``prepare``), the training dataset, a synthetic corpus.
+"""Data: LibriSpeech download and mixture lists (``prepare``), the training dataset, offline corpora.
 
 - :mod:`dnnsep.data.librispeech`: download / verify / extract LibriSpeech, or link an existing copy.
 - :mod:`dnnsep.data.lists`: mixture lists ``<dataset_dir>/<n>mix/<split>.json`` (format in its doc).
 - :mod:`dnnsep.data.dataset`: :class:`MixtureDataset` over those lists.
 - :mod:`dnnsep.data.synthetic`: a tiny speech-like corpus in LibriSpeech's layout, and a mirror of it.
+- :mod:`dnnsep.data.tts`: an offline corpus of espeak-ng voices in that layout (``make_offline_corpus``).
 """
 
 from .dataset import MixtureDataset

@@ -1,0 +1,407 @@
+"""An offline corpus that sounds like speech: espeak-ng voices reading generated sentences, in LibriSpeech's layout.
+
+Where LibriSpeech cannot be downloaded, :func:`make_offline_corpus` writes a stand-in that ``prepare
+--librispeech_root`` takes as it is.  With ``espeak-ng`` (or ``espeak``) on the PATH each speaker is one
+espeak voice: an English accent (or, now and then, a Latin-script language reading English words), a
+voice variant (female or male), a pitch and a speed, all drawn from the seed.  The variants are split
+between the subsets, so the dev and test speakers are voices never heard in training.  Without espeak
+the NumPy synthesiser of :mod:`dnnsep.data.synthetic` is the last resort.
+
+Other engines considered: festival and flite (Debian packages, but a handful of voices each), pico2wave
+(non-free, not in Debian main; one voice per language), mimic (not packaged), piper-tts and coqui-tts
+(PyPI, but their voices are model weights fetched from a hub at run time: not offline).  espeak-ng is one
+small package (``apt-get install espeak-ng``, also on macOS via Homebrew) whose ~80 usable variants x pitch
+x speed give as many distinct voices as a corpus needs, and it synthesises ~100x faster than real time.
+
+The audio is byte-identical for a seed on a given espeak-ng version (its output is deterministic;
+resampling to 16 kHz is plain NumPy).
+
+>>> words = sentence_words(np.random.default_rng(0), 12)
+>>> len(words), words[-1][-1]
+(12, '.')
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ..errors import DnnsepError
+from . import synthetic
+
+ENGINES = ("auto", "espeak", "numpy")
+ENGLISH = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+           "en-us-nyc")  # fmt: skip
+OTHER_LANGUAGES = ("de", "nl", "es")  # read English words with their own letter-to-sound rules: foreign accents
+# espeak-ng 1.51 variants by sex; robotic, whispering, child-like and novelty ones are left out.
+FEMALE = ("Alicia", "Andrea", "Annie", "aunty", "belinda", "linda", "steph", "steph2", "steph3", "anika",
+          "f1", "f2", "f3", "f4", "f5", "grandma")  # fmt: skip
+MALE = ("adam", "Alex", "Andy", "antonio", "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed",
+        "edward", "edward2", "Gene", "Gene2", "gustave", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4",
+        "Jacky", "john", "kaukovalta", "Lee", "marcelo", "Marco", "Mario", "max", "Michael", "michel", "miguel",
+        "Mike", "Nguyen", "pablo", "paul", "pedro", "RicishayMax", "RicishayMax2", "RicishayMax3", "rob",
+        "robert", "Storm", "Tweaky", "AnxiousAndy", "grandpa", "klatt", "klatt2", "klatt3", "klatt4", "klatt5",
+        "klatt6", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "norbert", "sandro", "shelby", "travis",
+        "victor")  # fmt: skip
+PITCH = (12, 88)  # espeak -p range used (0-99; 50 is the variant's own pitch)
+SPEED = (135, 185)  # espeak -s range used, words per minute
+AMPLITUDE = 50  # espeak -a (default 100 clips some variants)
+MARGIN = 0.1  # seconds of silence kept before and after the speech
+
+NAMES = tuple("Anna Ben Clara David Emma Frank Grace Henry Iris Jack Laura Mark Nora Oliver Paul Rose".split())
+ADJECTIVES = (
+    "old young small large quiet busy bright dark cold warm green yellow heavy gentle sudden careful "
+    "distant narrow simple strange little famous empty golden silver wooden ancient lazy clever happy"
+)
+NOUNS = (
+    "house river garden window letter morning kitchen island village forest doctor teacher farmer sailor "
+    "captain horse market mountain bridge table candle basket ladder winter summer evening question story "
+    "picture journey station harbour orchard lantern kettle blanket pocket meadow castle carriage"
+)
+VERBS = (
+    "found opened carried painted followed watched reached answered noticed cleaned visited crossed "
+    "remembered wanted finished pulled lifted covered described mended borrowed ordered"
+)
+INTRANSITIVE = "waited smiled laughed listened wandered arrived rested whispered hurried travelled stayed returned"
+ADVERBS = "slowly quietly early later again together carefully suddenly always often gladly softly"
+PREPOSITIONS = "near behind across beside under over towards beyond along around through inside"
+TEMPLATES = (  # A adjective, N noun, V verb, I intransitive verb, D adverb, P preposition, X name
+    "the A N V the N .", "X V a A N P the N .", "we I D P the A N .", "after the N I , X V the A N .",
+    "had X V the A N ?", "the A N and the N I D .", "X I D P the A N .", "when the N I , we V a N .",
+    "where did the A N go ?", "X said that the N was A .", "there was a A N P the N .",
+    "in the A N , X V the N D .", "the N V X P the N .", "X and X I P the N .",
+)  # fmt: skip
+WORDS = {key: tuple(value.split()) for key, value in
+         dict(A=ADJECTIVES, N=NOUNS, V=VERBS, I=INTRANSITIVE, D=ADVERBS, P=PREPOSITIONS).items()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EspeakVoice:
+    """One speaker: espeak language/accent, variant, pitch (-p, 0-99), speed (-s, words per minute), sex."""
+
+    language: str
+    variant: str
+    pitch: int
+    speed: int
+    sex: str
+
+    @property
+    def spec(self) -> str:
+        """The espeak options, as typed: ``'en-us+f3 -p 57 -s 160'``."""
+        return f"{self.language}+{self.variant} -p {self.pitch} -s {self.speed}"
+
+    def args(self) -> list[str]:
+        return ["-v", f"{self.language}+{self.variant}", "-p", str(self.pitch), "-s", str(self.speed)]
+
+
+def espeak_binary() -> str | None:
+    """The path of ``espeak-ng`` (or else ``espeak``) on the PATH, or None."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
+def available_engines() -> list[str]:
+    """Engines :func:`make_offline_corpus` can use here, best first: ``['espeak', 'numpy']`` or ``['numpy']``."""
+    return (["espeak"] if espeak_binary() else []) + ["numpy"]
+
+
+@cache
+def installed(binary: str) -> tuple[frozenset[str], frozenset[str], str]:
+    """(languages, variants, version line) of the espeak at ``binary``, from ``--voices`` and ``--voices=variant``."""
+    languages = {line.split()[1] for line in _espeak_text(binary, "--voices").splitlines()[1:] if line.split()}
+    variants = set(re.findall(r"!v/(\S+)", _espeak_text(binary, "--voices=variant")))
+    return frozenset(languages), frozenset(variants), _espeak_text(binary, "--version").split("  Data at")[0].strip()
+
+
+def _espeak_text(binary: str, *args: str) -> str:
+    done = subprocess.run([binary, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DnnsepError(f"{binary} {' '.join(args)} failed: {done.stderr.strip()[:200]}")
+    return done.stdout
+
+
+def plan_voices(*, binary: str, subsets: Sequence[str], n_speakers: int, seed: int) -> dict[str, list[EspeakVoice]]:
+    """The voice of each speaker of each subset (in speaker order), all distinct.
+
+    The installed variants of each sex are shuffled and split: the first subset (training) gets half,
+    the others share the rest, so no variant (hence no voice) is heard in two subsets.  Within a subset
+    the sexes are balanced, variants are used in turn, and speakers that share a variant get pitches
+    in different bands.
+    """
+    languages, variants, _ = installed(binary)
+    accents = [v for v in ENGLISH if v in languages]
+    if not accents:
+        raise DnnsepError(f"{binary} has none of the English voices {', '.join(ENGLISH)}; check espeak --voices")
+    english, accents = accents, accents + [v for v in OTHER_LANGUAGES if v in languages]
+    rng = np.random.default_rng([seed, 7777])
+    groups = {sex: _split(list(rng.permutation([v for v in names if v in variants])), len(subsets))
+              for sex, names in (("F", FEMALE), ("M", MALE))}  # fmt: skip
+    for sex, parts in groups.items():
+        if not all(parts):
+            raise DnnsepError(f"{binary}: too few {sex} variants to give each of {len(subsets)} subsets its own")
+    plan, seen = {}, set()
+    for s_index, subset in enumerate(subsets):
+        rng = np.random.default_rng([seed, s_index, 7777])
+        n_female = n_speakers // 2 + int(n_speakers % 2 and rng.random() < 0.5)
+        sexes = rng.permutation(["F"] * n_female + ["M"] * (n_speakers - n_female))
+        langs = list(rng.permutation(accents + english))  # English accents twice as often
+        voices, count = [], {"F": 0, "M": 0}
+        slots = {
+            sex: rng.permutation(len(parts[s_index])) for sex, parts in groups.items()
+        }  # pitch slot of each variant
+        for i, sex in enumerate(sexes):
+            names, j = groups[sex][s_index], count[sex]  # the j-th speaker of this sex
+            count[sex] += 1
+            rounds = -(-(n_female if sex == "F" else n_speakers - n_female) // len(names))
+            # variants stratified over the pitch range; the r-th speaker of a variant shifted by r / rounds of it
+            slot = slots[sex][j % len(names)] + rng.uniform(0.2, 0.8)
+            place = (slot / len(names) + j // len(names) / rounds) % 1.0
+            while True:
+                voice = EspeakVoice(
+                    language=str(langs[i % len(langs)]), variant=str(names[j % len(names)]),
+                    pitch=int(round(PITCH[0] + place * (PITCH[1] - PITCH[0]))),
+                    speed=int(rng.integers(SPEED[0], SPEED[1] + 1)), sex=str(sex),
+                )  # fmt: skip
+                if voice not in seen:
+                    break
+            seen.add(voice)
+            voices.append(voice)
+        plan[subset] = voices
+    return plan
+
+
+def _split(items: list[str], n: int) -> list[list[str]]:
+    """The first part gets half (rounded up), the other ``n - 1`` parts share the rest evenly."""
+    if n == 1:
+        return [items]
+    first = -(-len(items) // 2)
+    rest = items[first:]
+    return [items[:first]] + [rest[k :: n - 1] for k in range(n - 1)]
+
+
+def sentence_words(rng: np.random.Generator, n_words: int) -> list[str]:
+    """``n_words`` words of generated English sentences (punctuation attached; the last word ends a sentence)."""
+    words: list[str] = []
+    while len(words) < n_words:
+        sentence = []
+        for token in TEMPLATES[rng.integers(len(TEMPLATES))].split():
+            if token in WORDS:
+                sentence.append(str(WORDS[token][rng.integers(len(WORDS[token]))]))
+            elif token == "X":
+                sentence.append(str(NAMES[rng.integers(len(NAMES))]))
+            elif token in ".,?":
+                sentence[-1] += token
+            else:
+                sentence.append(token)
+        sentence = [("an" if w == "a" and nxt[0] in "aeiou" else w) for w, nxt in zip(sentence, sentence[1:] + ["."])]
+        sentence[0] = sentence[0].capitalize()
+        words += sentence
+    return _end(words[:n_words])
+
+
+def _end(words: list[str]) -> list[str]:
+    """``words`` with the last one ending a sentence."""
+    return words[:-1] + [words[-1] if words[-1][-1] in ".?" else words[-1].rstrip(",") + "."]
+
+
+def transcript(words: Sequence[str]) -> str:
+    """LibriSpeech style: upper case, no punctuation.  ``['Hello,', 'there.'] -> 'HELLO THERE'``."""
+    return " ".join(w.strip(".,?").upper() for w in words)
+
+
+def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling in the frequency domain (zero-padded, the top 5 % of the band tapered).
+
+    Shape: (frames,) -> (round(frames * new_rate / orig_rate),).
+
+    >>> t = np.arange(22050) / 22050
+    >>> y = resample(np.sin(2 * np.pi * 1000 * t), 22050, 16000)
+    >>> len(y), int(np.argmax(np.abs(np.fft.rfft(y)))), bool(np.abs(y[100:-100] - np.sin(2 * np.pi * 1000
+    ...     * np.arange(16000) / 16000)[100:-100]).max() < 1e-3)
+    (16000, 1000, True)
+    """
+    if orig_rate == new_rate:
+        return audio.astype(np.float64)
+    step = orig_rate // gcd(orig_rate, new_rate)  # input samples per whole number of output samples
+    pad = step * -(-orig_rate // 20 // step)  # >= 50 ms of zeros each side, so nothing wraps around
+    tail = pad + (-(len(audio) + 2 * pad)) % step
+    padded = np.concatenate([np.zeros(pad), audio, np.zeros(tail)])  # (n,), n a multiple of step
+    n, m = len(padded), len(padded) * new_rate // orig_rate
+    spectrum = np.fft.rfft(padded)  # (n // 2 + 1,)
+    keep = min(len(spectrum), m // 2 + 1)
+    out = np.zeros(m // 2 + 1, dtype=complex)
+    out[:keep] = spectrum[:keep]
+    edge = int(0.05 * keep)
+    out[keep - edge : keep] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, edge + 1) / (edge + 1))
+    y = np.fft.irfft(out, n=m) * (m / n)  # (m,)
+    start = pad * new_rate // orig_rate
+    return y[start : start + round(len(audio) * new_rate / orig_rate)]
+
+
+def trim(audio: np.ndarray, sample_rate: int, *, threshold_db: float = -40.0) -> np.ndarray:
+    """Drop leading/trailing silence (10 ms frames under ``threshold_db`` re the loudest), keeping ``MARGIN`` s."""
+    frame = sample_rate // 100
+    n = len(audio) // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1))  # (n,)
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (threshold_db / 20))
+    margin = int(MARGIN * sample_rate)
+    return audio[max(0, loud[0] * frame - margin) : min(len(audio), (loud[-1] + 1) * frame + margin)]
+
+
+def speak(binary: str, voice: EspeakVoice, text: str) -> tuple[np.ndarray, int]:
+    """``text`` read by ``voice``: (float64 samples, espeak's sample rate).  Shape: (frames,)."""
+    done = subprocess.run([binary, *voice.args(), "-a", str(AMPLITUDE), "--stdout", text], capture_output=True)
+    if done.returncode != 0 or not done.stdout:
+        raise DnnsepError(f"{binary} {voice.spec} failed: {done.stderr.decode(errors='replace').strip()[:200]}")
+    audio, rate = sf.read(io.BytesIO(done.stdout), dtype="float64")
+    return audio, rate
+
+
+def utterance(
+    binary: str, voice: EspeakVoice, rng: np.random.Generator, seconds: tuple[float, float], sample_rate: int
+) -> tuple[np.ndarray, str]:
+    """A few sentences read by ``voice``, between ``seconds`` long where words allow.  Shape: (frames,), float32.
+
+    The number of words is guessed from the speed, then corrected from the measured length (a bracketing
+    search, up to 8 tries); the first try ends on a whole sentence when one ends within 3 words.
+    """
+    low, high = seconds
+    target = rng.uniform(low, high)
+    pool = sentence_words(rng, int(high * SPEED[1] / 60 * 3) + 8)
+    n = max(1, round(target * voice.speed / 60 * 0.9))
+    ends = [e for e in range(max(1, n - 3), n + 4) if e <= len(pool) and pool[e - 1][-1] in ".?"]
+    n = min(ends, key=lambda e: abs(e - n)) if ends else n
+    fewest, most = 1, len(pool)  # the word counts still worth trying
+    best, best_miss = None, np.inf
+    for _ in range(8):
+        words = _end(pool[:n])
+        audio, rate = speak(binary, voice, " ".join(words))
+        audio = trim(audio, rate)
+        length = len(audio) / rate
+        miss = max(low - length, length - high, 0.0)
+        if miss < best_miss:
+            best, best_miss = (audio, rate, words), miss
+        if miss == 0.0:
+            break
+        fewest, most = (n + 1, most) if length < low else (fewest, n - 1)
+        if fewest > most:
+            break
+        n = min(most, max(fewest, round(n * target / length)))
+    audio, rate, words = best
+    audio = np.clip(resample(audio, rate, sample_rate), -1.0, 1.0)
+    fade = np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, min(len(audio) // 2, sample_rate // 100)))  # 10 ms, no clicks
+    audio[: len(fade)] *= fade
+    audio[len(audio) - len(fade) :] *= fade[::-1]
+    return audio.astype(np.float32), transcript(words)
+
+
+def make_corpus(
+    root: str | os.PathLike,
+    *,
+    subsets: Sequence[str] = synthetic.SUBSETS,
+    n_speakers: int = 8,
+    utts_per_speaker: int = 3,
+    seconds: float | tuple[float, float] = (4.0, 6.0),
+    seed: int = 0,
+    sample_rate: int = 16000,
+    workers: int = 2,
+    binary: str | None = None,
+) -> Path:
+    """Like :func:`dnnsep.data.synthetic.make_corpus` (same layout, speaker ids, SPEAKERS.TXT) with espeak voices.
+
+    Writes ``<root>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` (16-bit, mono,
+    ``sample_rate``) + ``*.trans.txt``, ``SPEAKERS.TXT`` (its NAME column is the espeak voice) and
+    ``README.TXT``; returns ``<root>/LibriSpeech``.  ``workers`` utterances are synthesised at a time.
+    """
+    binary = binary or espeak_binary()
+    if binary is None:
+        raise DnnsepError(
+            "espeak-ng not found on the PATH; install it (apt-get install espeak-ng) or use engine='numpy'"
+        )
+    if not 1 <= n_speakers <= 999 or utts_per_speaker < 1 or workers < 1:
+        raise DnnsepError(f"need 1 <= n_speakers <= 999, utts_per_speaker >= 1, workers >= 1, "
+                          f"got {n_speakers}, {utts_per_speaker}, {workers}")  # fmt: skip
+    low, high = (seconds, seconds) if isinstance(seconds, (int, float)) else seconds
+    if not 0.5 <= low <= high:
+        raise DnnsepError(f"seconds must be a range within [0.5, inf), got {seconds}")
+    plan = plan_voices(binary=binary, subsets=subsets, n_speakers=n_speakers, seed=seed)
+    corpus = Path(root) / "LibriSpeech"
+    jobs = []  # (subset index, speaker index, utterance index, voice, folder)
+    for s_index, subset in enumerate(subsets):
+        for v_index, voice in enumerate(plan[subset]):
+            spk = (s_index + 1) * 1000 + v_index
+            folder = corpus / subset / str(spk) / str(spk * 10 + 1)
+            folder.mkdir(parents=True, exist_ok=True)
+            jobs += [(s_index, v_index, u, voice, folder) for u in range(utts_per_speaker)]
+
+    def work(job) -> tuple[str, float]:
+        s_index, v_index, u, voice, folder = job
+        rng = np.random.default_rng([seed, s_index, v_index, u])
+        audio, text = utterance(binary, voice, rng, (float(low), float(high)), sample_rate)
+        utt = f"{folder.parent.name}-{folder.name}-{u:04d}"
+        sf.write(folder / f"{utt}.flac", audio, sample_rate, subtype="PCM_16")
+        return f"{utt} {text}", len(audio) / sample_rate
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(work, jobs))
+    speakers_txt = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    for start in range(0, len(jobs), utts_per_speaker):
+        s_index, _, _, voice, folder = jobs[start]
+        lines = [line for line, _ in done[start : start + utts_per_speaker]]
+        minutes = sum(length for _, length in done[start : start + utts_per_speaker]) / 60
+        (folder / f"{folder.parent.name}-{folder.name}.trans.txt").write_text("\n".join(lines) + "\n")
+        speakers_txt.append(f"{folder.parent.name:<5}| {voice.sex} | {subsets[s_index]:<16} | {minutes:5.2f} | "
+                            f"espeak-ng {voice.spec}")  # fmt: skip
+    (corpus / "SPEAKERS.TXT").write_text("\n".join(speakers_txt) + "\n")
+    (corpus / "README.TXT").write_text(
+        f"Offline speech corpus in LibriSpeech's layout, made by dnnsep with {installed(binary)[2]}:\n"
+        "one espeak voice per speaker (SPEAKERS.TXT), reading generated sentences; no voice in two subsets.\n"
+    )
+    return corpus
+
+
+@dataclass(frozen=True)
+class OfflineCorpus:
+    """What :func:`make_offline_corpus` wrote: the ``LibriSpeech`` folder, the engine used, how many voices."""
+
+    path: Path
+    engine: str
+    voices: int
+
+
+def make_offline_corpus(
+    root: str | os.PathLike,
+    *,
+    engine: str = "auto",
+    subsets: Sequence[str] = synthetic.SUBSETS,
+    n_speakers: int = 8,
+    utts_per_speaker: int = 3,
+    seconds: float | tuple[float, float] = (4.0, 6.0),
+    seed: int = 0,
+    workers: int = 2,
+) -> OfflineCorpus:
+    """A LibriSpeech stand-in under ``<root>/LibriSpeech``: espeak voices (``engine='espeak'``, or ``'auto'``
+    when espeak-ng is on the PATH), else the NumPy synthesiser (``'numpy'``, or ``'auto'`` without espeak)."""
+    if engine not in ENGINES:
+        raise DnnsepError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "auto":
+        engine = available_engines()[0]
+    sizes = dict(subsets=subsets, n_speakers=n_speakers, utts_per_speaker=utts_per_speaker, seconds=seconds, seed=seed)
+    if engine == "espeak":
+        path = make_corpus(root, workers=workers, **sizes)
+    else:
+        path = synthetic.make_corpus(root, **sizes)
+    return OfflineCorpus(path=path, engine=engine, voices=len(subsets) * n_speakers)
