@@ -29,7 +29,7 @@ setup(
     extras_require={
         "demo": ["pyaudio>=0.2.11"],
         "plot": ["matplotlib>=3.5"],
-        "eval": ["fast_bss_eval>=0.1.3"],
+        "eval": ["fast_bss_eval>=0.1.3", "pesq>=0.0.4", "pystoi>=0.3"],  # SDR, PESQ, STOI in test.sh
         "export": ["onnx>=1.14", "onnxscript>=0.2", "onnxruntime>=1.16"],
         # everything the test suite exercises (pyaudio needs PortAudio's headers: see README)
         "dev": [
@@ -37,6 +37,8 @@ setup(
             "ruff>=0.5",
             "matplotlib>=3.5",
             "fast_bss_eval>=0.1.3",
+            "pesq>=0.0.4",
+            "pystoi>=0.3",
             "pyaudio>=0.2.11",
             "onnx>=1.14",
             "onnxscript>=0.2",

@@ -31,12 +31,13 @@ prepare:
   n_valid: 4
   n_test: 4
   no_progress: true
-n_filters: 8
-kernel_size: 16
-hidden: 8
-chunk_size: 50  # short LSTM sequences: CPU time grows with them, not with the width
-hop_size: 25
-n_blocks: 1
+model:
+  n_filters: 8
+  kernel_size: 16
+  hidden: 8
+  chunk_size: 50  # short LSTM sequences: CPU time grows with them, not with the width
+  hop_size: 25
+  n_blocks: 1
 epochs: 3
 num_workers: 0
 device: cpu
@@ -63,7 +64,7 @@ def test_prepare_train_resume_test(tmp_path):
     data = tmp_path / "data-synthetic"  # a synthetic corpus never mixes with real data
     exp = experiment_dir(load_config(conf, {"dataset_dir": str(data)}), out)
     assert exp.relative_to(out).as_posix() == (
-        "2mix/trainable-trainable/sisdr/N8_L16_H8_K50_P25_B1/S8_F8_sigmoid_gln_noncausal_enc-relu_sr16k/"
+        "2mix/trainable-trainable/sisdr/N8_L16_H8_K50_P25_B1/S8_F8_sigmoid_gln_noncausal_sr16k/"
         "b4_e3_adam-lr2e-3-decay0_clip5/seed111"
     )
     common = f'--synthetic --config "{conf}" --out_dir "{out}"'

@@ -1,10 +1,11 @@
 # shellcheck shell=bash
-# Train DPRNN-TasNet:  . ./train.sh [--key value ...] OUT_DIR [MODEL_PATH]
+# Train this recipe's model:  . ./train.sh [--key value ...] OUT_DIR [MODEL_PATH]
 # Options override conf/default.yaml (or --config FILE); MODEL_PATH (a model/last.pth) resumes a run.
 # --nproc_per_node N trains on N GPUs with torchrun.  `bash train.sh --help` lists every option.
-# Sourced from bash or zsh, or run as `bash train.sh ...`; the work happens in a child process,
-# so nothing (options, cd, exit) leaks into your shell.
+# Sourced from bash or zsh, or run as `bash train.sh ...`; the work happens in a child process
+# (utils/recipe/train.sh, the recipe template), so nothing (options, cd, exit, variables) leaks
+# into your shell.  This file is the same in every recipe directory.
 if [ -n "${ZSH_VERSION:-}" ]; then eval '_dnnsep_here=${${(%):-%x}:A:h}'; else _dnnsep_here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P); fi
-bash "$_dnnsep_here/local/train.sh" "$@"; _dnnsep_rc=$?; unset _dnnsep_here
-# shellcheck disable=SC2317  # reached when run with `bash train.sh` (return fails outside a function/source)
-return "$_dnnsep_rc" 2>/dev/null || exit "$_dnnsep_rc"
+DNNSEP_RECIPE=$_dnnsep_here DNNSEP_PROG=train.sh bash "$_dnnsep_here/../../../utils/recipe/train.sh" "$@"
+# the status, with no variable left behind: eval expands it before unsetting
+eval "unset _dnnsep_here; return $? 2>/dev/null || exit $?"

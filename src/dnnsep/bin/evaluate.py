@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,17 +31,31 @@ from ..checkpoint import load_checkpoint
 from ..cli import run
 from ..device import select_device
 from ..errors import DnnsepError
+from ..pretrained import default_model_path
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
 
 
+def _missing(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is None
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dnnsep.bin.evaluate",
+        prog=os.environ.get("DNNSEP_PROG") or "python -m dnnsep.bin.evaluate",
         description="Separate every mixture of a list and score it (SI-SDR, SI-SDRi, SDR, SDRi, PESQ, STOI).",
         allow_abbrev=False,
     )
-    parser.add_argument("model_path", metavar="MODEL_PATH", help="model/best.pth (or last.pth) of an experiment")
+    parser.add_argument(
+        "model_path",
+        nargs="?",
+        metavar="MODEL_PATH",
+        help="model/best.pth (or last.pth) of an experiment (default: the most recent experiment's best.pth)",
+    )
+    parser.add_argument("--model", dest="model_option", metavar="PATH", help="the same as MODEL_PATH")
+    parser.add_argument("--recipe_dir", default=".", help=argparse.SUPPRESS)
     parser.add_argument("--dataset_dir", help="prepared dataset (default: the one the model was trained on)")
     parser.add_argument(
         "--split", default="test", choices=("test", "valid", "train"), help="which list (default: test)"
@@ -56,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     from ..data import MixtureDataset, list_path
 
-    model_path = Path(args.model_path)
+    given = args.model_option or args.model_path
+    model_path = Path(given).expanduser() if given else default_model_path(args.recipe_dir)
     ckpt = load_checkpoint(model_path)
     model = models.from_checkpoint_dict(ckpt, source=str(model_path))
     dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
@@ -76,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metrics = optional_metrics()
     names = columns(metrics)
-    if "sdr" not in metrics:
-        print("note: fast_bss_eval is not installed, so no SDR/SDRi (pip install fast_bss_eval)")
+    left_out = [name for name, package in (("SDR/SDRi", "fast_bss_eval"), ("PESQ", "pesq"), ("STOI", "pystoi"))
+                if _missing(package)]  # fmt: skip
+    if left_out:
+        print(f"note: no {', '.join(left_out)}: their packages are not installed (pip install -e '.[eval]')")
     n = len(data) if args.max_utterances is None else min(len(data), args.max_utterances)
     rows = []
     for index in tqdm(range(n), desc=f"evaluate {args.split}", unit="mix", dynamic_ncols=True):

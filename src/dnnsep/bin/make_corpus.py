@@ -34,6 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="utterance length range")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="espeak utterances synthesised at a time")
+    parser.add_argument("--quiet", action="store_true", help="no hint of what to run next (run.sh runs it)")
     parser.add_argument(
         "--mirror_dir", metavar="DIR", help="also write <subset>.tar.gz archives and md5sum.txt here (a --mirror)"
     )
@@ -58,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         why = "--engine numpy" if args.engine == "numpy" else "espeak-ng not found"
         print(f"{why}: numpy synthesiser, {made.voices} voices, {n} utterances (speech-like, not speech)")
-    print(f"wrote {made.path}; next: prepare.sh DATASET_DIR 2 --librispeech_root {made.path}")
+    if not args.quiet:
+        print(f"wrote {made.path}; next: prepare.sh DATASET_DIR 2 --librispeech_root {made.path}")
     if args.mirror_dir:
         mirror = make_mirror(Path(args.root), args.mirror_dir, args.subsets)
         print(f"wrote {', '.join(f'{s}.tar.gz' for s in args.subsets)} and md5sum.txt in {mirror}")

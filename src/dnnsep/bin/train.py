@@ -21,6 +21,7 @@ from ..errors import DnnsepError
 from ..training.config import (
     MODEL_KEY,
     TrainConfig,
+    corpus_args,
     experiment_dir,
     load_config,
     parse_value,
@@ -32,7 +33,7 @@ from ..training.config import (
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dnnsep.bin.train",
+        prog=_prog(),
         description="Train a separation model on prepared mixture lists.",
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,17 +43,23 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "model_path", nargs="?", metavar="MODEL_PATH", help="a model/last.pth to continue from (same options)"
     )
+    front = "DNNSEP_PROG" in os.environ  # the recipe's train.sh passes its conf/default.yaml
     parser.add_argument(
         "--config",
-        required=True,
+        required=not front,
         metavar="FILE",
-        help="YAML file with every option (e.g. egs/librispeech/dprnn_tasnet/conf/default.yaml)",
+        help="YAML file with every option "
+        + (
+            "(default: the recipe's conf/default.yaml)"
+            if front
+            else "(e.g. egs/librispeech/dprnn_tasnet/conf/default.yaml)"
+        ),
     )
     parser.add_argument(
         "--get",
         metavar="KEY[,KEY...]",
-        help="print the resolved value of KEY (a config key, experiment_dir, or prepare_args), one per line, and "
-        "exit; several keys: KEY,KEY,...",
+        help="print the resolved value of KEY (a config key, model.<option>, experiment_dir, prepare_args or "
+        "corpus_args), one per line, and exit; several keys: KEY,KEY,...",
     )
     parser.add_argument(
         "--check",
@@ -71,6 +78,11 @@ def get_parser() -> argparse.ArgumentParser:
             f"--{field.name}", default=argparse.SUPPRESS, metavar=value_type_name(field.name), help=help_text
         )
     return parser
+
+
+def _prog() -> str:
+    """The name the user typed: the recipe front's (``train.sh``), else the module's."""
+    return os.environ.get("DNNSEP_PROG") or "python -m dnnsep.bin.train"
 
 
 def _model_help() -> str:
@@ -128,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(_values(cfg, args.get.split(","), args.config, args.out_dir)))
         return 0
     if args.out_dir is None:
-        raise DnnsepError("OUT_DIR is missing: python -m dnnsep.bin.train --config FILE OUT_DIR [MODEL_PATH]")
+        raise DnnsepError(f"OUT_DIR is missing: {_prog()} [--key value ...] OUT_DIR [MODEL_PATH]")
     from ..training.trainer import preflight, train  # imports torch's heavier parts only when training
 
     if args.check:
@@ -150,6 +162,10 @@ def _values(cfg: TrainConfig, keys: list[str], config: str, out_dir: str | None)
     for key in keys:
         if key == "prepare_args":
             lines.extend(prepare_args(config))
+        elif key == "corpus_args":
+            lines.extend(corpus_args(config))
+        elif key == "--":  # a separator line between groups
+            lines.append("--")
         elif key == "experiment_dir":
             if out_dir is None:
                 raise DnnsepError("--get experiment_dir needs OUT_DIR")

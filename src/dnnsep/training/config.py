@@ -47,6 +47,7 @@ RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps
 OPTIMIZERS = ("adam", "adamw")
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
+CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
 
 
 def _key(help: str, choices: Optional[tuple] = None) -> Any:
@@ -284,6 +285,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Optional[dict[str, Any
     """Read ``path`` (see :func:`read_yaml`), apply ``overrides`` (already typed) and validate."""
     values = read_yaml(path)
     values.pop(PREPARE_KEY, None)
+    values.pop(CORPUS_KEY, None)
     section = dict(values.get(MODEL_KEY) or {}) if isinstance(values.get(MODEL_KEY), dict) else values.get(MODEL_KEY)
     for key, value in (overrides or {}).items():
         target = _override_target(key, values)
@@ -321,17 +323,28 @@ def prepare_args(path: Union[str, os.PathLike]) -> list[str]:
     'dev-clean', 'dev-clean', '--segment', '2']``; ``true`` gives a bare flag, ``false``/``null`` nothing.
     The section is the recipe's business (run.sh's prepare stage), not the trainer's.
     """
-    section = read_yaml(path).get(PREPARE_KEY) or {}
+    return section_args(path, PREPARE_KEY)
+
+
+def corpus_args(path: Union[str, os.PathLike]) -> list[str]:
+    """The ``corpus:`` section (options of the corpus's data script, e.g. ``synthetic_speakers: 20``) as
+    command-line options, like :func:`prepare_args`."""
+    return section_args(path, CORPUS_KEY)
+
+
+def section_args(path: Union[str, os.PathLike], key: str) -> list[str]:
+    """A config file's section of ``option: value`` lines as ``--option value`` arguments."""
+    section = read_yaml(path).get(key) or {}
     if not isinstance(section, dict):
-        raise DnnsepError(f"{path}: {PREPARE_KEY} must hold 'option: value' lines, got {section!r}")
+        raise DnnsepError(f"{path}: {key} must hold 'option: value' lines, got {section!r}")
     args: list[str] = []
-    for key, value in section.items():
+    for name, value in section.items():
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float)) or v is None for v in values):
-            raise DnnsepError(f"{path}: {PREPARE_KEY}.{key} must be a value or a list of values, got {value!r}")
+            raise DnnsepError(f"{path}: {key}.{name} must be a value or a list of values, got {value!r}")
         if value is None or value is False:
             continue
-        args.append(f"--{key}")
+        args.append(f"--{name}")
         if value is not True:
             args.extend(str(v) for v in values)
     return args

@@ -9,8 +9,10 @@ import csv
 import importlib.metadata
 import io
 import logging
+import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -63,7 +65,8 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
             pass
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(),
+        "cwd": os.getcwd(),
         "git": git_commit(),
         "versions": versions,
         "platform": platform.platform(),
@@ -73,6 +76,22 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     if device.type == "cuda":
         env["cuda"] = {"version": torch.version.cuda, "gpu": torch.cuda.get_device_name(device)}
     return env
+
+
+def command_line() -> str:
+    """The command that started this process, as one that runs again (from the same directory).
+
+    ``python -m dnnsep.bin.train ...`` rather than the path of ``train.py`` (which does not run as a
+    script: its imports are relative); the recipe front that started it, if any, is noted.
+    """
+    argv = list(sys.argv)
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name.startswith("dnnsep."):
+        argv = ["-m", spec.name, *argv[1:]]
+    text = shlex.join([os.path.basename(sys.executable), *argv])
+    front = os.environ.get("DNNSEP_PROG")
+    return f"{text}  # via {front}" if front else text
 
 
 def write_environment(path: str | os.PathLike, env: dict[str, Any]) -> None:
@@ -158,18 +177,27 @@ def plot_history(
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(epochs, history["train_loss"], marker=".", label="train")
     ax.plot(epochs, history["valid_loss"], marker=".", label="valid")
+    finite = [(v, e) for e, v in zip(epochs, history["valid_loss"]) if math.isfinite(v)]
+    if finite:  # the best epoch: the model in best.pth
+        best, best_epoch = min(finite)
+        ax.plot([best_epoch], [best], marker="*", markersize=14, color="C1", linestyle="none",
+                label=f"best: epoch {best_epoch} ({best:.2f})")  # fmt: skip
     for epoch, label in sorted((events or {}).items()):
         ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
         ax.annotate(
             label,
-            (epoch, 1.0),
+            (epoch, 0.98),
             xycoords=("data", "axes fraction"),
+            xytext=(-2, 0),
+            textcoords="offset points",
             rotation=90,
             va="top",
             ha="right",
             fontsize=8,
             color="grey",
+            annotation_clip=True,
         )
+    ax.set_xlim(0.5, max(len(epochs), 1) + 0.5)  # room on both sides, so labels stay inside the frame
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (negative SI-SDR, dB)")

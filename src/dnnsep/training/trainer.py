@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,13 +141,19 @@ class Trainer:
 
     def _start(self, resume: str | os.PathLike | None, ckpt: dict[str, Any] | None) -> None:
         cfg, log = self.cfg, self.log
+        env = environment(self.device, self.dist.world_size)
         if self.dist.is_main:
             (self.exp / "model").mkdir(parents=True, exist_ok=True)
-            write_text(self.exp / "config.yaml", save_yaml(cfg))
-            write_environment(self.exp / "environment.yaml", environment(self.device, self.dist.world_size))
+            if ckpt is None:  # a resume leaves the records of the start as they are; the log says the rest
+                write_text(self.exp / "config.yaml", save_yaml(cfg))
+                write_environment(self.exp / "environment.yaml", env)
         distributed.barrier(self.dist)
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info(f"command: {' '.join([sys.executable, *sys.argv])}")
+        log.info(f"command: {env['command']}  (in {env['cwd']})")
+        if ckpt is not None:
+            log.info(
+                f"dnnsep {env['versions']['dnnsep']}, git {env['git']['commit'][:12]}, torch {env['versions']['torch']}"
+            )
         log.info(f"experiment {self.exp}")
         log.info(
             f"model {self.model.model_name}, {n_params / 1e6:.3f} M parameters; device {self.device}"
@@ -422,7 +427,8 @@ def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -
     """
     last_path = exp / "model" / "last.pth"
     if resume is None:
-        if (exp / "config.yaml").exists() or last_path.exists():
+        best = exp / "model" / "best.pth"
+        if last_path.exists() or best.exists():
             how = (
                 f"to continue it, pass {last_path} as MODEL_PATH (same options); "
                 if last_path.exists()
@@ -432,6 +438,7 @@ def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -
                 f"{exp}: experiment exists already; {how}to start over, delete that directory; "
                 "to run another beside it, change an option (e.g. --seed) or OUT_DIR"
             )
+        # a config.yaml without checkpoints: a run that died at its start; this one starts it again
         return None
     ckpt = load_checkpoint(resume)
     if ckpt.get("kind") != TRAINING_KIND:

@@ -4,5 +4,5 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../../../../utils/path.sh
 . "$here/../../../../utils/path.sh"
-echo "$0 $*" >&2
+if [ "${DNNSEP_VERBOSE:-0}" = 1 ]; then printf '+ %s\n' "$PYTHON -m dnnsep.bin.prepare $*" >&2; fi
 exec "$PYTHON" -m dnnsep.bin.prepare "$@"

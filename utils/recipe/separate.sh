@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The recipe's separate.sh: a thin front over `python -m dnnsep.bin.separate`.  Defaults (the most
+# recent experiment's model, results/separated/) are relative to the recipe directory; paths you
+# give, to your current directory.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+check_python
+run_py -m dnnsep.bin.separate --recipe_dir "$recipe" "$@"
