@@ -3,8 +3,8 @@ THREADS ?= 2
 
 .PHONY: test test-fast lint format bench
 
-test:  ## the whole suite, slow end-to-end recipe tests included (what CI runs)
-	$(PYTHON) -m pytest
+test:  ## the whole suite, slow end-to-end recipe tests included (what CI runs), after setting up what it needs
+	bash utils/run_tests.sh
 
 test-fast:  ## unit tests only
 	$(PYTHON) -m pytest -m "not slow"
@@ -12,7 +12,7 @@ test-fast:  ## unit tests only
 lint:
 	$(PYTHON) -m ruff check src tests bench
 	$(PYTHON) -m ruff format --check src tests bench
-	shellcheck -x utils/*.sh egs/librispeech/*/*.sh egs/librispeech/*/local/*.sh
+	shellcheck -x utils/*.sh utils/recipe/*.sh egs/librispeech/*/*.sh egs/librispeech/*/local/*.sh
 
 format:
 	$(PYTHON) -m ruff format src tests bench

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+
 import numpy as np
+import pytest
 
 # Tiny options of each registered model (a test asserts every registered model has an entry).
 TINY_MODELS = {
@@ -53,3 +58,44 @@ def reference_si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
     target = np.asarray(target, np.float64) - np.mean(target)
     scaled = np.dot(estimate, target) / np.dot(target, target) * target
     return float(10 * np.log10(np.sum(scaled**2) / np.sum((estimate - scaled) ** 2)))
+
+
+# -- the tools the suite needs: checked once, up front ------------------------------------------------
+# (what, how to tell it is there, the fix).  CI installs them all; a developer without one is told here,
+# in one line, before any test runs, rather than by a failure deep inside a test or a silent skip.
+NEEDED = (
+    ("zsh", lambda: shutil.which("zsh"), "apt-get install zsh / brew install zsh"),
+    ("espeak-ng", lambda: shutil.which("espeak-ng"), "apt-get install espeak-ng / brew install espeak-ng"),
+    ("PyAudio (PortAudio)", lambda: _module("pyaudio"), "bash utils/setup.sh test"),
+    ("onnxruntime", lambda: _module("onnxruntime") and _module("onnx"), "pip install -e '.[dev]'"),
+    ("matplotlib", lambda: _module("matplotlib"), "pip install -e '.[dev]'"),
+    (
+        "fast_bss_eval, pesq, pystoi",
+        lambda: all(map(_module, ("fast_bss_eval", "pesq", "pystoi"))),
+        "pip install -e '.[dev]'",
+    ),
+)
+
+
+def _module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def pytest_sessionstart(session):
+    missing = [(what, fix) for what, present, fix in NEEDED if not present()]
+    if missing and not os.environ.get("DNNSEP_TESTS_WITHOUT"):
+        listed = "; ".join(f"{what} ({fix})" for what, fix in missing)
+        pytest.exit(
+            f"the tests need: {listed}. `bash utils/run_tests.sh` installs them (as root with apt), "
+            "or set DNNSEP_TESTS_WITHOUT=1 to run without them (their tests then fail)",
+            returncode=3,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI nothing may skip itself into green: a skipped test fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped and exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; in CI every test must run", red=True)
+        session.exitstatus = 1

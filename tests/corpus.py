@@ -100,8 +100,8 @@ class MirrorServer:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
                     self.send_header("Content-Length", "0")
+                    server.log.append((name, header, 0))  # logged before the client can see the reply
                     self.end_headers()
-                    server.log.append((name, header, 0))
                     return
                 body = bytes(data[start:])
                 self.send_response(206 if header else 200)
@@ -109,12 +109,14 @@ class MirrorServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/octet-stream")
-                self.end_headers()
                 drop = server.drop_once.pop(name, None)
                 if drop is not None:
                     body = body[: max(0, drop - start)]
-                self.wfile.write(body)
+                # logged before the client can see the reply, so a test that clears the log after a
+                # download never races with a late entry
                 server.log.append((name, header, len(body)))
+                self.end_headers()
+                self.wfile.write(body)
                 if drop is not None:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)

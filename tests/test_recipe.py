@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -55,7 +54,6 @@ def sh(shell: str, script: str, cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_prepare_train_resume_test(tmp_path):
     """Offline: run.sh --synthetic makes and prepares its own corpus, so the README's command needs no download."""
     conf = tmp_path / "tiny.yaml"

@@ -3,7 +3,7 @@
 # experiment's model, results/) are relative to the recipe directory; paths you give, to your
 # current directory.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 check_python
 run_py -m dnnsep.bin.demo --recipe_dir "$recipe" "$@"

@@ -3,7 +3,7 @@
 # 2 tests.  Shared by every recipe: a corpus contributes egs/<corpus>/common/local/data.sh, a model
 # its conf/ files.  See usage below.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 data_sh=$recipe/../common/local/data.sh

@@ -3,7 +3,7 @@
 # conf/default.yaml unless the arguments name another --config (the last --config wins).
 # --nproc_per_node N (N > 1) starts N processes with torchrun, one per GPU (gloo on CPU).
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 check_python
 

@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             retries=args.retries,
             progress=progress,
         )
+    readme = dataset_dir / "LibriSpeech" / "README.TXT"
+    made_here = readme.is_file() and "made by dnnsep" in readme.read_text(errors="replace")
+    kind = "synthetic " if made_here else ""  # the offline corpora that make_corpus writes say so
     scanned = {}
     for split, subset in zip(SPLITS, args.subsets):
         if subset not in scanned:
@@ -136,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         short = sum(u.frames < (segment or 0) for u in utterances)
         print(
             f"{split}: {stats['mixtures']} mixtures, {stats['hours']:.2f} h, {stats['speakers']} speakers "
-            f"from {subset}" + (f" ({short} utterances shorter than {seconds:g} s left out)" if short else "")
+            f"from {kind}{subset}" + (f" ({short} utterances shorter than {seconds:g} s left out)" if short else "")
             + f" -> {path}" + ("" if written else " (unchanged)")
         )  # fmt: skip
     sys.stdout.flush()
