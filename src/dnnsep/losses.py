@@ -29,11 +29,14 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -
 
     ``10 log10(|a s|^2 / |a s - e|^2)`` with ``a = <e, s> / |s|^2``; ``eps`` keeps a silent target or
     a silent estimate finite (it gives a low or zero score, never NaN).  Leading axes broadcast.
+    Half-precision inputs (float16, bfloat16: a model run under autocast) are cast to float32 first,
+    so the score is at least float32.
 
     Shape: estimate (..., time), target (..., time) -> (...).
     """
     if estimate.shape[-1] != target.shape[-1]:
         raise ValueError(f"estimate and target differ in length: {tuple(estimate.shape)} vs {tuple(target.shape)}")
+    estimate, target = _at_least_float32(estimate), _at_least_float32(target)
     estimate = estimate - estimate.mean(-1, keepdim=True)
     target = target - target.mean(-1, keepdim=True)
     scale = (estimate * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + eps)
@@ -139,6 +142,10 @@ def hungarian(cost: np.ndarray) -> np.ndarray:
             row_of[j0] = row_of[j1]
             j0 = j1
     return row_of[1:] - 1
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 @cache

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import models
+from .device import guard_mps
 from .errors import CheckpointError
 
 MAIN_JOB = "bash run.sh --config conf/mini.yaml"  # the recipe's main job, as the README gives it
@@ -56,7 +57,11 @@ def load_model(
     device: torch.device,
     causal: bool | None = None,
 ) -> tuple[models.MaskingModel, Path]:
-    """The model at ``model`` (or :func:`default_model_path`) on ``device``, in eval mode: ``(model, path)``."""
+    """The model at ``model`` (or :func:`default_model_path`) on ``device``, in eval mode: ``(model, path)``.
+
+    On MPS, :func:`~dnnsep.device.guard_mps` checks the model's output first and may keep it on the CPU
+    (the model's device says where it runs).
+    """
     if model is None:
         path = default_model_path(recipe_dir, causal=causal)
     else:
@@ -64,7 +69,8 @@ def load_model(
         if not path.is_file():
             raise CheckpointError(f"{path}: no such model file (--model)")
     net = models.load(path, map_location="cpu")
-    return net.to(device).eval(), path
+    net, _ = guard_mps(net.to(device).eval())
+    return net, path
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
@@ -77,5 +83,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -
     parser.add_argument("--recipe_dir", default=".", help=argparse.SUPPRESS)
     if device:
         parser.add_argument(
-            "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+            "--device",
+            default="auto",
+            help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; DNNSEP_FORCE_MPS=1 skips the MPS check",
         )

@@ -29,7 +29,7 @@ from .. import models
 from ..audio import write_wavs
 from ..checkpoint import load_checkpoint
 from ..cli import run
-from ..device import select_device
+from ..device import guard_mps, select_device
 from ..errors import DnnsepError
 from ..pretrained import default_model_path
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
@@ -63,7 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out_dir", help="where results go (default: <experiment>/eval/<split>-<model name>)")
     parser.add_argument("--n_examples", type=int, default=5, help="mixtures written as WAVs (default: 5)")
     parser.add_argument("--max_utterances", type=int, help="evaluate only the first N mixtures")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N or mps"
+    )
     return parser
 
 
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DnnsepError(f"{lst}: {data.sample_rate} Hz, but {model_path} separates {model.sample_rate} Hz audio")
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(model_path, args.split)
     device = select_device(None if args.device == "auto" else args.device)
-    model.to(device).eval()
+    model, device = guard_mps(model.to(device).eval())  # on MPS: checked against the CPU first
 
     metrics = optional_metrics()
     names = columns(metrics)

@@ -78,7 +78,8 @@ class RNNProjection(nn.Module):
     Bidirectional: two LSTMs of ``hidden // 2`` units, one reading the sequence backwards, each
     projected by its own linear layer and summed, which equals a BiLSTM followed by one linear layer
     on the concatenated outputs, without building that concatenation (on CPU the copy costs about a
-    tenth of the LSTM time).  Unidirectional: one LSTM of ``hidden`` units.
+    tenth of the LSTM time; on CUDA the pair runs as one fused BiLSTM call, see
+    :mod:`dnnsep.models.lstm`).  Unidirectional: one LSTM of ``hidden`` units.
 
     Shape: (time, batch, channels) -> (time, batch, channels).
     """
@@ -133,6 +134,8 @@ def _add_norm_swapped(x: torch.Tensor, norm: nn.Module, y: torch.Tensor, *, batc
     if torch.is_grad_enabled():
         return (x + norm(y, batch_dim=batch_dim, time_dim=time_dim)).transpose(0, 1).contiguous()
     scale, shift = norm.scale_shift(y, batch_dim=batch_dim, time_dim=time_dim)
+    if scale.dtype != y.dtype or x.dtype != y.dtype:  # mixed precision: float32 statistics, no in-place
+        return (x + torch.addcmul(shift, y, scale)).transpose(0, 1).contiguous()
     out = x.new_empty(x.shape[1], x.shape[0], *x.shape[2:])
     torch.addcmul(shift, y, scale, out=y)  # norm(y), in place
     torch.add(x, y, out=out.transpose(0, 1))

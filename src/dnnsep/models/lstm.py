@@ -6,7 +6,13 @@ first axis, bidirectional or not, followed by a linear layer.  This module decid
 - CPU: the two directions of a BiLSTM run side by side in a two-thread pool (forward and backward
   passes alike, through :class:`_SideBySide`), each on half of torch's threads; large inputs go
   through the LSTM kernel in batch slices and time segments with the state carried across.
-- Elsewhere (CUDA, MPS): the plain calls.
+- CUDA: a bidirectional pair runs as *one* bidirectional LSTM call built from the two
+  directions' parameters (one cuDNN call instead of two serial ones and two flips), then one linear
+  layer on the concatenated directions (:func:`_fused_bidirectional`).  The parameters stay where
+  they are, so checkpoints keep their layout and gradients reach every one of them.
+- Elsewhere (MPS, ...): the plain calls.
+
+:func:`_path_for` names the path an input takes (``"cpu"``, ``"fused"`` or ``"plain"``).
 
 Every path computes the same function of the same parameters (tests check values and gradients);
 measured effects are in bench/README.md.
@@ -16,10 +22,12 @@ Shape: (time, batch, channels) -> (time, batch, channels).
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
@@ -61,16 +69,26 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def _path_for(x: torch.Tensor) -> str:
+    """How a bidirectional pair runs on ``x``'s device: ``"cpu"`` (side by side, sliced), ``"fused"``
+    (CUDA: one bidirectional LSTM call) or ``"plain"`` (the two calls, one after the other)."""
+    kind = x.device.type
+    return "cpu" if kind == "cpu" else "fused" if kind == "cuda" else "plain"
+
+
 def rnn_projection(module: RNNProjection, x: torch.Tensor) -> torch.Tensor:
     """``module``'s LSTM(s) then linear layer(s) over ``x``, the fastest way for ``x``'s device.
 
     Shape: (time, batch, channels) -> (time, batch, channels).
     """
     forward = lambda xi: _lstm_then_linear(module.rnn, module.linear, xi)  # noqa: E731
-    if module.rnn_reverse is None:
+    if module.rnn_reverse is None:  # unidirectional (the causal inter-chunk RNN): one call on every path
         return forward(x)
+    path = _path_for(x)
+    if path == "fused":
+        return _fused_bidirectional(module, x)
     backward = lambda xi: _lstm_then_linear(module.rnn_reverse, module.linear_reverse, xi, reverse=True)  # noqa: E731
-    pool = _pool_for_directions() if x.device.type == "cpu" else None
+    pool = _pool_for_directions() if path == "cpu" else None
     if pool is None:
         return forward(x) + backward(x)
     if torch.is_grad_enabled():
@@ -85,6 +103,29 @@ def rnn_projection(module: RNNProjection, x: torch.Tensor) -> torch.Tensor:
 
     done = [pool.submit(run, d) for d in (forward, backward)]
     return done[0].result().add_(done[1].result())  # no autograd here: sum in place
+
+
+def _fused_bidirectional(module: RNNProjection, x: torch.Tensor) -> torch.Tensor:
+    """A bidirectional pair as one BiLSTM call and one linear layer, from the pair's own parameters.
+
+    The same function as the split layout: ``linear(h_fwd) + linear_reverse(h_bwd)`` equals one
+    linear layer on ``cat([h_fwd, h_bwd])`` whose weight is the two weights side by side.  The flat
+    weight list and the concatenated weight are built per call from the original parameters, so
+    autograd reaches every one of them and the checkpoint layout is unchanged.  (cuDNN copies the
+    non-contiguous weights into its buffer each call: a few MB, small next to the LSTM.)
+
+    Shape: (time, batch, channels) -> (time, batch, channels).
+    """
+    rnn, rnn_reverse = module.rnn, module.rnn_reverse
+    weights = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
+    weights += [rnn_reverse.weight_ih_l0, rnn_reverse.weight_hh_l0, rnn_reverse.bias_ih_l0, rnn_reverse.bias_hh_l0]
+    zeros = x.new_zeros(2, x.shape[1], rnn.hidden_size)  # (directions, batch, units): the initial h and c
+    with warnings.catch_warnings():  # the two modules' weights cannot be one contiguous chunk: expected
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        h = torch._VF.lstm(x, (zeros, zeros), weights, True, 1, 0.0, module.training, True, False)[0]
+    # h: (time, batch, 2 * units), forward direction first
+    weight = torch.cat([module.linear.weight, module.linear_reverse.weight], dim=1)  # (channels, 2 * units)
+    return F.linear(h, weight, module.linear.bias)
 
 
 def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:

@@ -4,6 +4,10 @@ Both take channel-last tensors and are told which axis is the batch (and the tim
 statistics over everything but the batch axis, cLN over everything up to and including the current
 step of the time axis (so it never looks ahead along it), which is what makes the causal model causal.
 
+Under mixed precision the statistics are computed in float32 whatever the input's dtype (a half
+precision sum of squares over a whole utterance overflows or loses the mean), and the output is
+float32 like ``torch.nn.LayerNorm``'s under autocast.
+
 >>> import torch
 >>> x = torch.randn(4, 10, 2, 8)  # (chunk frames, chunks, batch, channels)
 >>> GlobalLayerNorm(8)(x, batch_dim=2).shape
@@ -33,8 +37,11 @@ class _ChannelLastNorm(nn.Module):
         return torch.addcmul(shift, x, scale)  # one pass over x
 
     def scale_shift(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scale`` and ``shift`` with ``norm(x) == x * scale + shift``, both broadcastable to ``x``."""
-        mean, var = self.moments(x, batch_dim=batch_dim, time_dim=time_dim)
+        """``scale`` and ``shift`` with ``norm(x) == x * scale + shift``, both broadcastable to ``x``.
+
+        Both are at least float32: half-precision inputs are cast up before their moments are taken.
+        """
+        mean, var = self.moments(at_least_float32(x), batch_dim=batch_dim, time_dim=time_dim)
         scale = torch.rsqrt(var + self.eps) * self.gain
         return scale, self.bias - mean * scale
 
@@ -75,6 +82,11 @@ class CumulativeLayerNorm(_ChannelLastNorm):
         mean = x.sum(dims, keepdim=True).cumsum(time_dim) / count  # 1 on every axis but batch and time
         var = (x.pow(2).sum(dims, keepdim=True).cumsum(time_dim) / count - mean.pow(2)).clamp_min(0)
         return mean, var
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` cast up to float32 if it is in a half-precision dtype (float16, bfloat16), else ``x``."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

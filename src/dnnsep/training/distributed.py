@@ -84,6 +84,16 @@ def all_true(flag: bool, info: Dist, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def all_true_flags(flags: torch.Tensor, info: Dist) -> list[bool]:
+    """Which of the 0/1 ``flags`` (an int tensor on this process's device) hold in every process.
+
+    One host sync (the read), and no other: the all-reduce is queued on the device.
+    """
+    if info.active:
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [bool(f) for f in flags.tolist()]
+
+
 def barrier(info: Dist) -> None:
     if info.active:
         dist.barrier()

@@ -76,3 +76,49 @@ class EpochBatchSampler:
         mine = self.indices()
         for start in range(self.start_step * self.batch_size, len(mine), self.batch_size):
             yield mine[start : start + self.batch_size]
+
+
+class EpochKeys:
+    """An :class:`EpochBatchSampler`'s batches as ``(epoch, index)`` keys, for :class:`EpochItems`.
+
+    The epoch travels with every index, so DataLoader workers that outlive an epoch
+    (``persistent_workers``) still read each item for the right epoch.
+    """
+
+    def __init__(self, sampler: EpochBatchSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(epoch, i) for i in batch]
+
+
+class EpochItems:
+    """A dataset read by ``(epoch, index)`` keys: tells ``dataset.set_epoch`` (if it has one) of each
+    new epoch before reading, in whichever process reads.
+
+    >>> class Data:
+    ...     def set_epoch(self, epoch): self.epoch = epoch
+    ...     def __getitem__(self, i): return (self.epoch, i)
+    >>> items = EpochItems(Data())
+    >>> items[(0, 5)], items[(3, 1)]
+    ((0, 5), (3, 1))
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.epoch = epoch
+        return self.dataset[index]

@@ -11,6 +11,11 @@ steps).  It holds the model, optimizer, plateau and AMP-scaler states, the epoch
 within it, counters, the loss history and the RNG states; the data order is a function of
 ``(seed, epoch)`` (:class:`~dnnsep.training.sampler.EpochBatchSampler`), so a resumed run sees the
 same batches in the same order and, on CPU, ends with the same weights as an uninterrupted one.
+
+On CUDA the loop does not wait for the GPU at every step: the loss sum stays on the device and is
+read every :data:`LOSS_READ_EVERY` steps (the progress bar), before a save and at the epoch's end,
+and the loss and gradient checks share one host sync per step.  ``DNNSEP_PROFILE_STEPS=N`` logs
+where the first N steps of each epoch spend their time (:mod:`~dnnsep.training.steptime`).
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..device import guard_mps
 from ..errors import CheckpointError, DnnsepError
 from ..losses import pit_si_sdr, si_sdr
 from . import distributed
+from .amp import amp_dtype, autocast, uses_scaler
 from .config import TrainConfig, experiment_dir, save_yaml, upgrade_flat_config
 from .records import (
     HISTORY_KEYS,
@@ -43,13 +50,15 @@ from .records import (
     write_history_csv,
     write_text,
 )
-from .sampler import EpochBatchSampler
+from .sampler import EpochBatchSampler, EpochItems, EpochKeys
 from .state import Plateau, rng_state, set_rng_state
+from .steptime import StepTimes, profile_steps
 
 TRAINING_KIND = "dnnsep-training-state"  # marks last.pth: only these can be resumed
 MODEL_KIND = "dnnsep-model"  # marks best.pth: a model for inference
 FORMAT_VERSION = 2  # 2: the model has its own config section (1: the first release; still resumes)
 RESUMABLE_FORMATS = (1, 2)
+LOSS_READ_EVERY = 50  # steps between reads of the on-device loss sum (CUDA), for the progress bar
 
 
 @dataclass
@@ -104,12 +113,20 @@ class Trainer:
         distributed.agree(error, dist)
         self.train_set, self.valid_set = train_set, valid_set
 
-        self.amp = cfg.amp and device.type == "cuda"
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
             self.model = cfg.build_model().to(device)
+        if device.type == "mps":  # checked against the CPU first; may train on the CPU instead
+            self.model, self.device = guard_mps(self.model)
+            device = self.device
+        self.amp_dtype = amp_dtype(device) if cfg.amp else None  # bfloat16 or float16 on CUDA, else None
+        self.amp = self.amp_dtype is not None
         self.optimizer = make_optimizer(cfg, self.model)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(self.amp_dtype))
+        self.one_sync = device.type == "cuda"  # the CUDA step: see _step_one_sync
+        self._loss_pending: torch.Tensor | None = None  # loss sum not yet in progress.loss_sum (one_sync)
+        self._loaders: dict[str, DataLoader] = {}  # persistent-worker loaders, made once
+        self.step_times = StepTimes(profile_steps(), device)
         self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
         self.progress = Progress()
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
@@ -157,7 +174,7 @@ class Trainer:
         log.info(f"experiment {self.exp}")
         log.info(
             f"model {self.model.model_name}, {n_params / 1e6:.3f} M parameters; device {self.device}"
-            f"{', mixed precision' if self.amp else ''}; {self.dist.world_size} process(es)"
+            f"{f', mixed precision ({self.amp_dtype})' if self.amp else ''}; {self.dist.world_size} process(es)"
         )
         log.info(
             f"data: {len(self.train_set)} training mixtures ({self.sampler.steps_per_epoch()} steps per epoch), "
@@ -170,7 +187,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.plateau.load_state_dict(ckpt["plateau"])
-        if self.amp and ckpt.get("scaler"):
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.progress = Progress(**ckpt["progress"])
         self.history = {k: [float(v) for v in ckpt["history"][k]] for k in HISTORY_KEYS}
@@ -215,16 +232,13 @@ class Trainer:
     def _train_epoch(self) -> None:
         cfg, p = self.cfg, self.progress
         epoch = p.epoch  # 0-based index of the epoch being trained
-        self.sampler.set_epoch(epoch, start_step=p.step)
-        if hasattr(self.train_set, "set_epoch"):
-            self.train_set.set_epoch(epoch)
-        loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),  # worker seeds, per epoch
-        )
+        self.sampler.set_epoch(epoch, start_step=p.step)  # the data set learns the epoch from each key
+        loader = self._loader(
+            "train",
+            EpochItems(self.train_set),
+            batch_sampler=EpochKeys(self.sampler),
+            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),  # worker seeds (persistent
+        )  # workers keep their first epoch's: data sets draw their randomness from (seed, epoch, index))
         total = self.sampler.steps_per_epoch()
         bar = tqdm(
             total=total,
@@ -237,25 +251,65 @@ class Trainer:
         )
         self.ddp.train()
         started = time.perf_counter() - p.seconds
+        times = self.step_times
+        times.reset()
         with bar:
+            times.start()
             for mixture, sources in loader:
                 self._step(mixture, sources)
                 p.step += 1
                 p.global_step += 1
                 p.seconds = time.perf_counter() - started
                 bar.update(1)
-                if p.loss_count:
-                    bar.set_postfix(loss=f"{p.loss_sum / p.loss_count:.3f}", refresh=False)
+                if not self.one_sync or p.step % LOSS_READ_EVERY == 0:
+                    self._read_loss()
+                    if p.loss_count:
+                        bar.set_postfix(loss=f"{p.loss_sum / p.loss_count:.3f}", refresh=False)
                 if cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and p.step < total:
+                    self._read_loss()
                     self._save_last()
+                times.start()
+        self._read_loss()
+        if times.limit and times.steps:
+            self.log.info(f"epoch {epoch + 1}: {times.summary()}")
+
+    def _loader(self, name: str, dataset: Dataset, **options: Any) -> DataLoader:
+        """A DataLoader over ``dataset``; with workers, made once and kept (its workers persist).
+
+        Pinned memory on CUDA, so the copies to the device (``non_blocking``) overlap compute.
+        """
+        workers = self.cfg.num_workers
+        if workers and name in self._loaders:
+            return self._loaders[name]
+        loader = DataLoader(
+            dataset,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            **options,
+        )
+        if workers:
+            self._loaders[name] = loader
+        return loader
+
+    def _read_loss(self) -> None:
+        """Add the on-device loss sum (CUDA) to ``progress.loss_sum``: one host sync."""
+        if self._loss_pending is not None:
+            self.progress.loss_sum += self._loss_pending.item()
+            self._loss_pending = None
 
     def _step(self, mixture: torch.Tensor, sources: torch.Tensor) -> None:
         """One optimizer step on ``mixture (batch, time)`` and ``sources (batch, n_sources, time)``."""
+        times = self.step_times
         mixture = mixture.to(self.device, non_blocking=True)
         sources = sources.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        times.mark("data")
+        with autocast(self.device, self.amp_dtype):
             estimates = self.ddp(mixture)  # (batch, n_sources, time)
-        loss = pit_si_sdr(estimates.float(), sources).loss
+        loss = pit_si_sdr(estimates.float(), sources).loss  # float32, outside autocast
+        times.mark("forward")
+        if self.one_sync:
+            return self._step_one_sync(loss)
         if not distributed.all_true(bool(torch.isfinite(loss)), self.dist, self.device):
             self.optimizer.zero_grad(set_to_none=True)  # all processes skip together: no backward, no all-reduce
             return self._nonfinite("loss")
@@ -263,14 +317,46 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.clip_grad_norm or math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if not self.amp and not torch.isfinite(norm):  # (with amp, the scaler skips such steps itself)
+        times.mark("backward")
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):  # (a scaler skips such steps itself)
             self.optimizer.zero_grad(set_to_none=True)
             return self._nonfinite("gradient")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        times.mark("optimizer")
         p = self.progress
         p.loss_sum += loss.item()
+        p.loss_count += 1
+        p.nonfinite_run = 0
+
+    def _step_one_sync(self, loss: torch.Tensor) -> None:
+        """The rest of :meth:`_step` with one host sync (CUDA): backward first, then both checks at once.
+
+        The same steps are skipped, counted and logged as on CPU; a skipped step has only had its
+        backward pass (all processes run it, so none waits in an all-reduce).  With a float16
+        scaler, the scaler skips non-finite gradients itself (its ``step`` reads a flag too).
+        """
+        times, max_norm = self.step_times, self.cfg.clip_grad_norm or math.inf
+        self.scaler.scale(loss).backward()
+        checks = [torch.isfinite(loss.detach())]
+        if not self.scaler.is_enabled():
+            checks.append(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)))
+        finite = distributed.all_true_flags(torch.stack(checks).int(), self.dist)  # the step's one host sync
+        times.mark("backward")
+        if not all(finite):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite("loss" if not finite[0] else "gradient")
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        times.mark("optimizer")
+        loss = loss.detach().double()
+        self._loss_pending = loss if self._loss_pending is None else self._loss_pending + loss
+        p = self.progress
         p.loss_count += 1
         p.nonfinite_run = 0
 
@@ -295,13 +381,8 @@ class Trainer:
     def validate(self) -> tuple[float, float]:
         """Mean negative SI-SDR (PIT) and mean SI-SDR improvement over the validation set, in dB."""
         self.model.eval()
-        loader = DataLoader(
-            self.valid_set,
-            batch_sampler=self.valid_sampler,
-            num_workers=self.cfg.num_workers,
-            collate_fn=collate_by_length,
-        )
-        loss_sum = improvement_sum = count = 0.0
+        loader = self._loader("valid", self.valid_set, batch_sampler=self.valid_sampler, collate_fn=collate_by_length)
+        sums, count = [], 0  # per batch, on the device: read once, at the end
         bar = tqdm(
             loader,
             desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs} valid",
@@ -312,15 +393,17 @@ class Trainer:
         )
         for groups in bar:
             for mixture, sources in groups:
-                mixture, sources = mixture.to(self.device), sources.to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                mixture = mixture.to(self.device, non_blocking=True)
+                sources = sources.to(self.device, non_blocking=True)
+                with autocast(self.device, self.amp_dtype):
                     estimates = self.model(mixture)  # (batch, n_sources, time)
                 scores = pit_si_sdr(estimates.float(), sources).si_sdr.mean(1)  # (batch,)
                 baseline = si_sdr(mixture.unsqueeze(1).expand_as(sources), sources).mean(1)  # (batch,)
-                loss_sum -= scores.sum().item()
-                improvement_sum += (scores - baseline).sum().item()
+                sums.append(torch.stack([-scores.sum(), (scores - baseline).sum()]))  # (2,)
                 count += len(scores)
         self.model.train()
+        # one host sync; float64 on the CPU (MPS has no float64)
+        loss_sum, improvement_sum = torch.stack(sums).cpu().double().sum(0).tolist() if sums else (0.0, 0.0)
         loss_sum, improvement_sum, count = distributed.all_sum(
             [loss_sum, improvement_sum, count], self.dist, self.device
         )
@@ -388,7 +471,7 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "plateau": self.plateau.state_dict(),
-            "scaler": self.scaler.state_dict() if self.amp else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "progress": dataclasses.asdict(self.progress),
             "history": self.history,
             "events": self.events,
