@@ -65,7 +65,7 @@ class Decoder(nn.Module):
 
     When ``stride`` divides ``kernel_size`` (TasNet's 50% overlap and the like) it runs as one matrix
     product, frames times bases, and ``kernel_size // stride`` shifted additions: the same sum as
-    ``conv_transpose1d``, about ten times faster on CPU (a 60 s mixture: 27 ms instead of 290 ms).
+    ``conv_transpose1d``, much faster on CPU (figures: bench/README.md).
 
     Shape: (batch, n_filters, frames) -> (batch, (frames - 1) * stride + kernel_size).
     """

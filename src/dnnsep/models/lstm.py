@@ -133,10 +133,10 @@ def _lstm_then_linear(rnn: nn.LSTM, linear: nn.Linear, x: torch.Tensor, *, rever
 
     On CPU, a large input goes in pieces written into the output as each is done, so it is never
     copied whole: slices of at most :data:`LSTM_BATCH_SLICE` sequences, which the LSTM kernel runs
-    faster per frame than one huge batch (its per-step working set stays in cache; ~7% for a training
-    step), and, along time, segments of at most :data:`LSTM_TIME_SLICE` steps that pass the LSTM's
-    state on to the next (the same result: a 60 s mixture's inter-chunk LSTM needs 50 MB of kernel
-    workspace per direction instead of 500 MB).  A reverse pass takes the segments from the end.
+    faster per frame than one huge batch (its per-step working set stays in cache), and, along time,
+    segments of at most :data:`LSTM_TIME_SLICE` steps that pass the LSTM's state on to the next (the
+    same result, with a tenth of the kernel workspace for a long input's inter-chunk LSTM).  A reverse
+    pass takes the segments from the end.  Measured effects: bench/README.md.
 
     Shape: (time, batch, channels) -> (time, batch, channels).
     """

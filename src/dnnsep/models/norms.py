@@ -59,7 +59,7 @@ class GlobalLayerNorm(_ChannelLastNorm):
         dims = [d for d in range(x.dim()) if d != batch_dim]
         # sums, not torch.var_mean: its Welford pass is several times slower on CPU
         mean = x.mean(dims, keepdim=True)
-        if x.shape[batch_dim] == 1:  # a norm needs no copy of x (a 60 s mixture: 8 ms instead of 45)
+        if x.shape[batch_dim] == 1:  # a norm needs no copy of x (see bench/README.md)
             mean_square = torch.linalg.vector_norm(x, 2, dims, keepdim=True).square() / x.numel()
         else:  # a reduction that keeps a middle axis is slow for the norm, fast for x * x
             mean_square = (x * x).mean(dims, keepdim=True)
