@@ -22,3 +22,4 @@ bench:  ## speed and memory on CPU (each script's docstring says what it measure
 	$(PYTHON) bench/bench_model.py --threads $(THREADS)
 	$(PYTHON) bench/bench_data.py
 	$(PYTHON) bench/bench_separate.py
+	$(PYTHON) bench/bench_streaming.py --seconds 10

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import live
 from ..audio import resample, write_wavs
 from ..checkpoint import atomic_write
 from ..cli import run
@@ -261,6 +262,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=float, default=0.25, metavar="F", help="chunk overlap, a fraction (0.25)")
     parser.add_argument("--no_plot", action="store_true", help="do not draw spectrograms.png")
     parser.add_argument("--verbose", action="store_true", help="show PortAudio's own messages")
+    live.add_options(parser)
     return parser
 
 
@@ -286,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.list_devices:
         return list_devices(args.verbose)
+    if args.live:
+        return live.main(args)
     if not args.duration > 0 or (args.sample_rate is not None and args.sample_rate < 1000):
         raise DnnsepError("--duration must be positive and --sample_rate at least 1000 Hz")
     if args.chunk_seconds < 0 or not 0 < args.overlap <= 0.5:

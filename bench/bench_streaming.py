@@ -1,0 +1,100 @@
+"""Streaming separation (dnnsep.streaming) against the offline pass, per second of audio, on CPU.
+
+For each thread count and block duration, pushes ``--seconds`` of speech-like audio through a
+:class:`~dnnsep.streaming.StreamingSeparator` block by block, timing every ``push``; reports the
+compute time per block (p50, p99, max) against the block's duration, the share of blocks that took
+longer than their duration, the real-time factor (compute time / audio time) of streaming and of the
+offline ``model.separate`` on the same audio, and the largest difference between the two outputs.
+The default model is the default causal DPRNN-TasNet, ``DPRNNConfig(causal=True)``, with random
+weights (the compute is the same).  The issue's target: RTF <= 0.5 with 20 ms blocks on one thread,
+p99 block time under the block's duration.
+
+    python bench/bench_streaming.py [--seconds 15] [--blocks_ms 10 20 50] [--threads 1 2] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_separate import SR, speech_like
+
+from dnnsep import DPRNNConfig, DPRNNTasNet, models
+from dnnsep.streaming import StreamingSeparator
+
+
+def time_stream(model, x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Push x in blocks of ``block`` samples; returns (seconds per push, the output (n_sources, time))."""
+    stream = StreamingSeparator(model)
+    times, outs = [], []
+    for start in range(0, len(x), block):
+        t = time.perf_counter()
+        outs.append(stream.push(x[start : start + block]))
+        times.append(time.perf_counter() - t)
+    outs.append(stream.flush())
+    return np.array(times), np.concatenate(outs, axis=1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="audio per setting (15)")
+    parser.add_argument("--blocks_ms", type=float, nargs="+", default=[10, 20, 50])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op threads")
+    parser.add_argument("--model", help="a causal checkpoint (default: DPRNNConfig(causal=True), random weights)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = models.load(args.model) if args.model else DPRNNTasNet(DPRNNConfig(causal=True))
+    model.eval()
+    x = speech_like(args.seconds / 60).astype(np.float32) / 32768  # (time,)
+    what = args.model or "DPRNNConfig(causal=True) (random weights)"
+    print(f"model {what}; {args.seconds:g} s of audio per setting; latency {model.config.latency} samples "
+          f"({1000 * model.config.latency / SR:.1f} ms); load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    header = (
+        f"{'threads':>7} {'block ms':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'over %':>6} "
+        f"{'RTF':>6} {'offline RTF':>11} {'max |diff|':>10}"
+    )
+    print(header, flush=True)
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        time_stream(model, x[:SR], SR // 50)  # warm up (allocations, the LSTM direction pool)
+        start = time.perf_counter()
+        expected = model.separate(x)
+        offline_rtf = (time.perf_counter() - start) / args.seconds
+        for ms in args.blocks_ms:
+            block = int(round(ms * SR / 1000))
+            times, out = time_stream(model, x, block)
+            row = {
+                "threads": threads,
+                "block_ms": ms,
+                "p50_ms": 1000 * float(np.percentile(times, 50)),
+                "p99_ms": 1000 * float(np.percentile(times, 99)),
+                "max_ms": 1000 * float(times.max()),
+                "over_pct": 100 * float(np.mean(times > ms / 1000)),
+                "rtf": float(times.sum()) / args.seconds,
+                "offline_rtf": offline_rtf,
+                "max_diff": float(np.abs(out - expected).max()),
+            }
+            rows.append(row)
+            print(
+                f"{threads:>7} {ms:>8g} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['max_ms']:>7.2f} "
+                f"{row['over_pct']:>6.1f} {row['rtf']:>6.3f} {offline_rtf:>11.3f} {row['max_diff']:>10.1e}",
+                flush=True,
+            )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (a busy machine stretches the tail)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

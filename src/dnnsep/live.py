@@ -1,0 +1,324 @@
+"""Live separation from the microphone: ``python -m dnnsep.bin.demo --live [--seconds N] [--play K]``.
+
+Captures 16-bit mono at the model's sample rate in blocks of ``--block_ms`` (a PortAudio callback
+puts every block on a queue, so nothing captured is dropped while separation catches up), separates
+each block as it comes with :class:`dnnsep.streaming.StreamingSeparator` (a causal model: the
+default is the most recent causal experiment's ``best.pth``), and writes ``<out_dir>/mixture.wav``
+and ``estimated-<k>.wav`` (16-bit PCM) as it goes.  The estimates are the model's output as it is
+(not rescaled to the mixture's level as the offline demo does: that needs the whole recording) and
+lag the mixture by the model's latency; each file holds all of its voice, the same length as the
+mixture.  ``--play K`` plays voice K to the default output device.
+
+It stops after ``--seconds`` of audio, or on Ctrl-C or SIGTERM: it then separates what is still
+queued (when stopped by ``--seconds``) or not (when interrupted), flushes the model's last
+``latency`` samples and closes the files, which are written under temporary names and renamed into
+place when complete.  A status line shows the time, a level meter per voice, the real-time factor
+(compute time / audio time) and, when separation falls behind, how much audio waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import queue
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .device import select_device
+from .errors import DnnsepError
+from .pretrained import load_model
+from .streaming import StreamingSeparator
+
+METER_DB = 60  # the level meter's range, in dB below full scale
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The demo's live options (``--live``, ``--seconds``, ``--play``, ``--block_ms``)."""
+    group = parser.add_argument_group("live separation (--live)")
+    group.add_argument(
+        "--live", action="store_true", help="separate as you speak, with a causal model (default out_dir results/live)"
+    )
+    group.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: at Ctrl-C)")
+    group.add_argument("--play", type=int, metavar="K", help="play voice K to the default output device")
+    group.add_argument("--block_ms", type=float, default=20.0, metavar="MS", help="capture block (default 20 ms)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """The demo's ``--live`` mode (its parsed arguments): load, check, open the devices, run, report."""
+    if args.seconds is not None and not args.seconds > 0:
+        raise DnnsepError("--seconds must be positive")
+    if not 1 <= args.block_ms <= 1000:
+        raise DnnsepError("--block_ms must be in 1..1000")
+    model, model_path = load_model(
+        args.model, recipe_dir=args.recipe_dir, device=select_device(args.device), causal=True
+    )
+    if args.play is not None and not 0 <= args.play < model.n_sources:
+        voices = model.n_sources
+        raise DnnsepError(f"--play {args.play}: the model separates {voices} voices (0..{voices - 1})")
+    if args.sample_rate is not None and args.sample_rate != model.sample_rate:
+        raise DnnsepError(f"--live records at the model's rate ({model.sample_rate} Hz), not --sample_rate")
+    engine = StreamingSeparator(model)  # refuses a model that looks ahead, before any device opens
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.recipe_dir) / "results" / "live"
+    rate = model.sample_rate
+    print(
+        f"model: {model_path}; latency {1000 * engine.latency / rate:.0f} ms + {args.block_ms:g} ms blocks. "
+        f"{'Ctrl-C to stop' if args.seconds is None else f'{args.seconds:g} s (Ctrl-C to stop early)'}",
+        file=sys.stderr,
+    )
+    summary = run_live(
+        engine,
+        out_dir=out_dir,
+        seconds=args.seconds,
+        play=args.play,
+        block=max(1, int(round(args.block_ms * rate / 1000))),
+        device_index=args.device_index,
+        verbose=args.verbose,
+    )
+    seconds = summary["samples"] / rate
+    print(
+        f"Separated {seconds:.1f} s live into {model.n_sources} voices, real-time factor {summary['rtf']:.2f}"
+        f"{' (' + summary['stopped'] + ')' if summary['stopped'] else ''}"
+    )
+    for path in summary["files"]:
+        print(f"  {path}")
+    return 0
+
+
+def run_live(
+    engine: StreamingSeparator,
+    *,
+    out_dir: Path,
+    seconds: float | None,
+    play: int | None,
+    block: int,
+    device_index: int | None = None,
+    verbose: bool = False,
+    status=sys.stderr,
+) -> dict:
+    """Capture, separate, write and play until ``seconds`` of audio, Ctrl-C or SIGTERM.
+
+    Returns ``{"samples": captured samples separated, "rtf": ..., "stopped": why or "", "files": [...]}``.
+    """
+    from .bin.demo import MIC_HELP, _quiet_stderr, _supports, choose_device, open_portaudio  # no import cycle
+
+    rate = engine.sample_rate
+    pyaudio, pa = open_portaudio(verbose=verbose)
+    stop = threading.Event()
+    handlers = {}
+    capture = player = writer = None
+    try:
+        info = choose_device(pa, device_index)
+        index, name = int(info["index"]), info["name"]
+        if not _supports(pa, pyaudio, index, rate, verbose=verbose):
+            raise DnnsepError(
+                f"input device {index} ({name}) cannot record 16-bit mono at {rate} Hz, the model's rate "
+                "(--live does not resample)"
+            )
+        captured: queue.Queue[bytes | None] = queue.Queue()  # unbounded: the callback never waits, never drops
+        limit = None if seconds is None else int(round(seconds * rate))
+        counts = {"captured": 0, "overflows": 0}
+
+        def on_input(data, frames, time_info, flags):
+            if flags & pyaudio.paInputOverflow:
+                counts["overflows"] += 1  # the device dropped samples before we saw them
+            if limit is not None:
+                data = data[: 2 * max(0, limit - counts["captured"])]
+            counts["captured"] += len(data) // 2
+            captured.put(data)
+            if stop.is_set() or (limit is not None and counts["captured"] >= limit):
+                captured.put(None)
+                return None, pyaudio.paComplete
+            return None, pyaudio.paContinue
+
+        writer = LiveWavs(out_dir, engine.n_sources, rate)
+        if play is not None:
+            player = _open_output(pa, pyaudio, rate, block, verbose=verbose, quiet=_quiet_stderr)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, _stop_handler(stop))
+        try:
+            with _quiet_stderr(not verbose):
+                capture = pa.open(
+                    format=pyaudio.paInt16,
+                    channels=1,
+                    rate=rate,
+                    input=True,
+                    input_device_index=index,
+                    frames_per_buffer=block,
+                    stream_callback=on_input,
+                )
+        except (OSError, ValueError) as err:
+            raise DnnsepError(f"could not open input device {index} ({name}): {err}; {MIC_HELP}") from None
+
+        meter = StatusLine(status, engine.n_sources, rate)
+        compute, processed, stopped = 0.0, 0, ""
+        while True:
+            if stop.is_set():
+                stopped = "stopped by a signal; audio not yet separated was left out"
+                break
+            try:
+                data = captured.get(timeout=0.1)
+            except queue.Empty:
+                if not capture.is_active() and captured.empty():
+                    stopped = "the input device stopped"
+                    break
+                continue
+            if data is None:
+                break
+            pcm = np.frombuffer(data, "<i2")
+            start = time.perf_counter()
+            out = engine.push(pcm)  # (n_sources, samples due)
+            compute += time.perf_counter() - start
+            processed += len(pcm)
+            _write(writer, player, play, pcm, out)
+            meter.update(out, seconds=processed / rate, rtf=compute / max(processed / rate, 1e-9),
+                         backlog=captured.qsize() * block / rate)  # fmt: skip
+        capture.stop_stream()
+        _write(writer, player, play, None, engine.flush())
+        meter.done()
+        if counts["overflows"]:
+            print(f"warning: the input device dropped samples {counts['overflows']} times", file=status)
+        files = writer.close()
+        writer = None
+        return {"samples": processed, "rtf": compute / max(processed / rate, 1e-9), "stopped": stopped, "files": files}
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if writer is not None:
+            writer.close()  # interrupted twice or failed: still complete, valid files
+        with _quiet_stderr(not verbose):
+            for stream in (capture, player):
+                if stream is not None:
+                    stream.close()
+            pa.terminate()
+
+
+def _stop_handler(stop: threading.Event):
+    """First Ctrl-C / SIGTERM: stop at the next block, cleanly; a second Ctrl-C: KeyboardInterrupt."""
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    return handler
+
+
+def _open_output(pa, pyaudio, rate: int, block: int, *, verbose: bool, quiet):
+    try:
+        with quiet(not verbose):
+            return pa.open(format=pyaudio.paInt16, channels=1, rate=rate, output=True, frames_per_buffer=block)
+    except (OSError, ValueError) as err:
+        raise DnnsepError(f"--play: could not open the default output device: {err}") from None
+
+
+def _write(writer: LiveWavs, player, play: int | None, pcm: np.ndarray | None, out: np.ndarray) -> None:
+    estimates = to_pcm16(out)  # (n_sources, samples)
+    writer.write(pcm, estimates)
+    if player is not None and estimates.shape[1]:
+        player.write(estimates[play].tobytes())
+
+
+def to_pcm16(x: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1) to int16, rounded, clipped at full scale (as the demo's WAV files)."""
+    return np.clip(np.round(x * np.float32(32768)), -32768, 32767).astype(np.int16)
+
+
+class LiveWavs:
+    """``mixture.wav`` and ``estimated-<k>.wav`` (16-bit PCM) written block by block.
+
+    Written as hidden temporary files beside their final names and renamed into place by
+    :meth:`close`, so a final name always holds a complete file, this run's once it has ended.
+    """
+
+    def __init__(self, out_dir: Path, n_sources: int, rate: int):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = ["mixture.wav"] + [f"estimated-{k}.wav" for k in range(n_sources)]
+        self.paths = [out_dir / name for name in names]
+        self.tmps = [out_dir / f".{name}.{secrets.token_hex(4)}.part" for name in names]
+        self.files = []
+        try:
+            for tmp in self.tmps:
+                self.files.append(sf.SoundFile(tmp, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV"))
+        except BaseException:
+            self.close(keep=False)
+            raise
+
+    def write(self, mixture: np.ndarray | None, estimates: np.ndarray) -> None:
+        """Shape: mixture (samples,) int16 or None, estimates (n_sources, samples) int16."""
+        if mixture is not None:
+            self.files[0].write(mixture)
+        for f, est in zip(self.files[1:], estimates):
+            f.write(est)
+
+    def close(self, *, keep: bool = True) -> list[Path]:
+        """Close every file (libsndfile completes the headers) and rename it into place; returns the paths."""
+        for f in self.files:
+            f.close()
+        self.files = []
+        if not keep:
+            for tmp in self.tmps:
+                tmp.unlink(missing_ok=True)
+            return []
+        for tmp, path in zip(self.tmps, self.paths):
+            if tmp.exists():
+                os.replace(tmp, path)
+        for stale in self.paths[0].parent.glob("estimated-*.wav"):  # from an earlier model with more voices
+            if stale not in self.paths:
+                stale.unlink()
+        return self.paths
+
+
+class StatusLine:
+    """Elapsed time, a level meter per voice, the real-time factor, and a warning when behind.
+
+    On a terminal one line redrawn 4 times a second; otherwise (a log) one line a second.
+    """
+
+    def __init__(self, stream, n_sources: int, rate: int):
+        self.stream, self.rate = stream, rate
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.every = 0.25 if self.tty else 1.0
+        self.last = -math.inf
+        self.energy = np.zeros(n_sources)  # since the last line
+        self.count = 0
+
+    def update(self, out: np.ndarray, *, seconds: float, rtf: float, backlog: float) -> None:
+        self.energy += np.square(out, dtype=np.float64).sum(axis=1)
+        self.count += out.shape[1]
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rms = np.sqrt(self.energy / max(self.count, 1))
+        self.energy[:], self.count = 0, 0
+        meters = " | ".join(f"voice {k} {_meter(level)}" for k, level in enumerate(rms))
+        line = f"live {seconds:6.1f} s | {meters} | RTF {rtf:.2f}"
+        if backlog > 0.25:
+            line += f" | warning: behind, backlog {backlog:.1f} s"
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last > -math.inf:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _meter(rms: float, width: int = 10) -> str:
+    """``[#####.....] -30 dB``: the level in dB below full scale, one mark per 6 dB.
+
+    >>> _meter(0.5), _meter(0.0)
+    ('[#########.]   -6 dB', '[..........] -inf dB')
+    """
+    db = 20 * math.log10(rms) if rms > 0 else -math.inf
+    marks = 0 if db == -math.inf else max(0, min(width, round(width * (db + METER_DB) / METER_DB)))
+    text = f"{db:.0f}" if db > -math.inf else "-inf"
+    return f"[{'#' * marks}{'.' * (width - marks)}] {text:>4} dB"

@@ -1,0 +1,183 @@
+"""python -m dnnsep.bin.demo --live: real capture and playback through PyAudio and ALSA's file plugin.
+
+No sound card in CI: ALSA's ``file`` plugin makes the default device read capture from a raw 16-bit
+file and write what is played to another (neither is paced, so separation always runs behind the
+"microphone" and the backlog warning shows).  ``ALSA_CONFIG_PATH`` points the child at it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dnnsep import CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet, models
+from dnnsep.bin import demo
+from dnnsep.live import LiveWavs, to_pcm16
+from dnnsep.streaming import StreamingSeparator
+
+RATE = 16000
+TINY = dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    DPRNNTasNet(DPRNNConfig(causal=True, **TINY)).save(directory / "causal.pth")
+    DPRNNTasNet(DPRNNConfig(**TINY)).save(directory / "noncausal.pth")
+    return directory
+
+
+def alsa_config(directory: Path, pcm: np.ndarray | None) -> Path:
+    """ALSA configuration: default capture reads ``pcm``, playback goes to ``played.raw``; None: no device."""
+    conf = directory / "asound.conf"
+    text = "</usr/share/alsa/alsa.conf>\n"
+    if pcm is not None:
+        pcm.astype("<i2").tofile(directory / "capture.raw")
+        text += (
+            "pcm.!default {\n  type file\n  slave.pcm \"null\"\n"
+            f"  file \"{directory / 'played.raw'}\"\n  infile \"{directory / 'capture.raw'}\"\n  format \"raw\"\n}}\n"
+        )  # fmt: skip
+    conf.write_text(text)
+    return conf
+
+
+@pytest.fixture
+def capture(tmp_path):
+    """60 s of two speech-like harmonic "voices" (syllable-rate envelopes) behind the default devices."""
+    t = np.arange(60 * RATE) / RATE
+    voice = np.sin(2 * np.pi * 150 * t + 3 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * 2 * t) ** 2
+    other = 0.6 * np.sign(np.sin(2 * np.pi * 410 * t)) * np.cos(2 * np.pi * 1.3 * t) ** 2
+    pcm = np.round(9000 * (voice + other)).astype(np.int16)
+    return alsa_config(tmp_path, pcm), pcm
+
+
+def live(args, conf, **kwargs):
+    cmd = [sys.executable, "-m", "dnnsep.bin.demo", "--live", "--device", "cpu", *args]
+    return subprocess.Popen(cmd, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)}, text=True, **kwargs)
+
+
+def read_results(out: Path, n_sources: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:
+    """mixture.wav and estimated-<k>.wav as int16, checking each is a complete 16-bit WAV of the same length."""
+    mixture, rate = sf.read(out / "mixture.wav", dtype="int16")
+    assert rate == RATE and sf.info(out / "mixture.wav").subtype == "PCM_16"
+    estimates = []
+    for k in range(n_sources):
+        est, rate = sf.read(out / f"estimated-{k}.wav", dtype="int16")
+        assert rate == RATE and len(est) == len(mixture)
+        estimates.append(est)
+    assert not list(out.glob(".*.part"))  # no temporary files left
+    return mixture, estimates
+
+
+def check_against_the_engine(model_path: Path, mixture: np.ndarray, estimates: list[np.ndarray]) -> None:
+    """The files hold the streaming engine's output on the captured audio (pushed here in other blocks)."""
+    engine = StreamingSeparator(models.load(model_path).eval())
+    blocks = [engine.push(mixture[i : i + 1234]) for i in range(0, len(mixture), 1234)]
+    expected = to_pcm16(np.concatenate([*blocks, engine.flush()], axis=1))
+    for k, est in enumerate(estimates):
+        assert np.abs(est.astype(int) - expected[k]).max() <= 1  # float rounding may flip the last bit
+
+
+@pytest.mark.slow
+def test_live_for_n_seconds_writes_and_plays(capture, models_dir, tmp_path):
+    conf, pcm = capture
+    out = tmp_path / "results" / "live"
+    run = live(["--model", str(models_dir / "causal.pth"), "--seconds", "3", "--play", "1", "--out_dir", str(out)],
+               conf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert "Separated 3.0 s live into 2 voices, real-time factor" in stdout
+    assert "latency 2 ms + 20 ms blocks" in stderr
+    assert "live " in stderr and "voice 0 [" in stderr and "voice 1 [" in stderr and "RTF " in stderr
+    assert "warning: behind, backlog" in stderr  # the file plugin "records" faster than real time
+    mixture, estimates = read_results(out)
+    np.testing.assert_array_equal(mixture, pcm[: 3 * RATE])  # every captured sample, none dropped
+    check_against_the_engine(models_dir / "causal.pth", mixture, estimates)
+    played = np.fromfile(tmp_path / "played.raw", "<i2")
+    np.testing.assert_array_equal(played, estimates[1])  # voice 1, all of it, as written
+    assert np.abs(estimates[1]).max() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_run_leaves_complete_files(sig, capture, models_dir, tmp_path):
+    conf, pcm = capture
+    out = tmp_path / "out"
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        run = live(["--model", str(models_dir / "causal.pth"), "--seconds", "50", "--out_dir", str(out)], conf,
+                   stdout=subprocess.PIPE, stderr=err)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "live " not in log.read_text() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # mid-run: some blocks separated, many more queued
+        run.send_signal(sig)
+        stdout, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, log.read_text()
+    assert "stopped by a signal" in stdout
+    mixture, estimates = read_results(out)
+    assert 0 < len(mixture) < 50 * RATE
+    np.testing.assert_array_equal(mixture, pcm[: len(mixture)])
+    check_against_the_engine(models_dir / "causal.pth", mixture, estimates)
+
+
+@pytest.mark.slow
+def test_no_capture_device_or_a_non_causal_model(models_dir, tmp_path):
+    conf = alsa_config(tmp_path, None)
+    out = tmp_path / "out"
+    run = live(["--model", str(models_dir / "causal.pth"), "--out_dir", str(out)], conf,
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith("error: no audio input device found")
+    run = live(["--model", str(models_dir / "noncausal.pth"), "--out_dir", str(out)], conf,
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 2
+    assert stderr.strip().splitlines()[-1] == (
+        "error: DPRNNTasNet: not causal (its inter-chunk LSTM is bidirectional and gLN looks at the whole input); "
+        "train a causal model (conf/causal.yaml)"
+    )
+    assert not out.exists()
+
+
+def test_the_default_model_is_the_most_recent_causal_one(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no trained causal model under .*conf/causal\.yaml"):
+        demo.main(["--live", "--recipe_dir", str(tmp_path)])
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_live_options(models_dir):
+    for args, message in [
+        (["--play", "2"], r"--play 2: the model separates 2 voices \(0\.\.1\)"),
+        (["--seconds", "0"], "--seconds must be positive"),
+        (["--sample_rate", "8000"], r"--live records at the model's rate \(16000 Hz\)"),
+    ]:
+        with pytest.raises(DnnsepError, match=message):
+            demo.main(["--live", "--model", str(models_dir / "causal.pth"), "--device", "cpu", *args])
+
+
+def test_live_wavs_are_complete_after_each_close(tmp_path):
+    (tmp_path / "estimated-5.wav").write_bytes(b"stale")  # from a model with more voices
+    wavs = LiveWavs(tmp_path, 2, RATE)
+    assert not (tmp_path / "mixture.wav").exists()  # only complete files under the final names
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(-3000, 3000, (3, n)).astype(np.int16) for n in (0, 1, 320, 17)]
+    for b in blocks:
+        wavs.write(b[0], b[1:])
+    paths = wavs.close()
+    assert [p.name for p in paths] == ["mixture.wav", "estimated-0.wav", "estimated-1.wav"]
+    mixture, estimates = read_results(tmp_path)
+    np.testing.assert_array_equal(mixture, np.concatenate([b[0] for b in blocks]))
+    np.testing.assert_array_equal(estimates[1], np.concatenate([b[2] for b in blocks]))
+    assert not (tmp_path / "estimated-5.wav").exists()
