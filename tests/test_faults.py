@@ -314,6 +314,16 @@ def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, model_
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no export, no temporary
 
 
+def test_a_checkpoint_saved_onto_a_full_disk_is_an_os_error_naming_it(tmp_path):
+    model = DPRNNTasNet(DPRNNConfig(n_filters=64, kernel_size=4, hidden=64, chunk_size=10, hop_size=5, n_blocks=2))
+    with tmpfs(tmp_path / "disk", "size=200k") as disk:  # the checkpoint is about 500 KiB
+        with pytest.raises(OSError) as err:
+            model.save(disk / "best.pth")
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(disk / "best.pth")
+        assert "best.pth: no space left on device" in one_line(cli.os_error(err.value))
+        assert list(disk.iterdir()) == []  # no temporary left
+
+
 def test_export_and_separate_onto_a_read_only_disk_are_one_line(tmp_path, model_path):
     wav(tmp_path / "a.wav")
     with tmpfs(tmp_path / "ro", "ro,size=64k") as disk:

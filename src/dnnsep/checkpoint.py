@@ -11,10 +11,12 @@ its writer is known to be dead (never a live writer's file).
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
 import secrets
+import shutil
 import stat
 import sys
 import time
@@ -28,6 +30,7 @@ from .locking import host_tag, process_alive
 
 # .<name>.<host>-<pid>-<random>.tmp; older versions wrote .<name>.<random>.tmp (no writer recorded)
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[A-Za-z0-9_]{6,16}\.tmp")
+_FULL_BELOW = 1 << 20  # torch.save failing with less free space than this: the disk is full
 STALE_AGE_S = 600.0  # a temporary whose writer cannot be checked (another host, old name) is stale after this
 
 
@@ -121,15 +124,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` written atomically (see :func:`atomic_write`).
 
-    It writes through a Python file object: on a full disk that raises ``OSError`` (ENOSPC), where
-    torch's own file writer fails with an obscure ``c10::Error``.
+    A full disk is an ``OSError`` (ENOSPC) naming ``path``: torch's own writer reports it as an
+    obscure ``RuntimeError`` from its zip writer (``inline_container.cc``).
     """
-    atomic_write(path, lambda tmp: _torch_save(obj, tmp))
+    atomic_write(path, lambda tmp: _torch_save(obj, tmp, path))
 
 
-def _torch_save(obj: Any, tmp: str) -> None:
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
+def _torch_save(obj: Any, tmp: str, path: str | os.PathLike) -> None:
+    try:
+        torch.save(obj, tmp)
+    except RuntimeError as err:
+        if shutil.disk_usage(os.path.dirname(tmp) or ".").free < _FULL_BELOW:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

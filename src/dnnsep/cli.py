@@ -79,7 +79,7 @@ def _free_space(where: str) -> str:
             free = shutil.disk_usage(folder).free
         except OSError:
             continue
-        return f" ({free / 1024**2:.1f} MiB free)"
+        return f" ({free / 1024:.0f} KiB free)" if free < 1 << 20 else f" ({free / 1024**2:.1f} MiB free)"
     return ""
 
 

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..checkpoint import remove_stale_temporaries
 from ..cli import check_number, need_directory, os_error, printable, prog, run
 from ..data.librispeech import SAMPLE_RATE, fetch_subsets, find_root, link_root, scan_subset
 from ..data.lists import SPLITS, build_list, list_path, summarize, write_list
@@ -178,6 +179,7 @@ def prepare(args: argparse.Namespace, dataset_dir: Path, mirror: str | None) -> 
             sample_rate=SAMPLE_RATE,
         )
         path = list_path(dataset_dir, args.n_sources, split)
+        remove_stale_temporaries(path.parent)  # left by a prepare that was killed while writing a list
         written = write_list(lst, path, overwrite=args.overwrite)
         stats = summarize(lst)
         short = sum(u.frames < (segment or 0) for u in utterances)
