@@ -15,6 +15,7 @@ import torch
 
 from dnnsep import AudioError, CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet
 from dnnsep.bin import separate
+from dnnsep.pretrained import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "librispeech" / "dprnn_tasnet"
@@ -99,7 +100,9 @@ def test_single_long_file_in_chunks(tmp_path, model_path, capsys):
     out = capsys.readouterr().out.split()
     assert out == [str(tmp_path / "o" / "long" / f"estimated-{k}.wav") for k in range(2)]
     # existing outputs are kept unless --overwrite
-    with pytest.raises(DnnsepError, match=r"long/estimated-0\.wav already exists \(and 1 more\): pass --overwrite"):
+    with pytest.raises(
+        DnnsepError, match=r"long/estimated-0\.wav, .*long/estimated-1\.wav already exist: pass --overwrite"
+    ):
         separate.main(argv)
     assert separate.main([*argv, "--overwrite", "--chunk_seconds", "0"]) == 0
 
@@ -127,7 +130,7 @@ def test_a_bad_file_in_a_directory_is_reported_and_skipped(tmp_path, model_path,
     check_outputs(tmp_path / "o", "good.wav", 16000, 16000)
     err = capsys.readouterr().err
     assert "broken.flac: not a readable audio file" in err and "tiny.wav: too short" in err
-    assert "2 of 3 file(s) could not be read" in err
+    assert "2 of 3 file(s) failed" in err and "Separated 1 file(s) (2 failed)" in err
 
 
 def test_missing_inputs_and_models(tmp_path, model_path):
@@ -139,6 +142,22 @@ def test_missing_inputs_and_models(tmp_path, model_path):
     sf.write(tmp_path / "a.wav", speech_like(16000, 0.5), 16000)
     with pytest.raises(CheckpointError, match="nope.pth: no such model file"):
         separate.main([str(tmp_path / "a.wav"), "--model", str(tmp_path / "nope.pth")])
+
+
+def test_default_model_is_the_most_recent_best_pth_under_exp(tmp_path, model_path, capsys):
+    """Without --model: the most recent <recipe>/exp*/**/model/best.pth, named on stderr."""
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    sf.write(tmp_path / "a.wav", speech_like(16000, 0.5), 16000)
+    with pytest.raises(CheckpointError, match=r"no trained model under .*exp\*/: make one with `bash run\.sh"):
+        separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)])
+    expected = recipe / "exp" / "2mix" / "some_experiment" / "model" / "best.pth"
+    expected.parent.mkdir(parents=True)
+    shutil.copy(model_path, expected)
+    assert default_model_path(recipe, quiet=True) == expected.resolve()
+    assert separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)]) == 0
+    assert f"model: {expected.resolve()}" in capsys.readouterr().err
+    check_outputs(recipe / "results" / "separated", "a.wav", 16000, 8000)  # default out_dir: under the recipe
 
 
 # -- the recipe front, through the shells -------------------------------------------------------------

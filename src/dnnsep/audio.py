@@ -21,9 +21,9 @@ True
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +33,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import create_temporary
 from .errors import AudioError
 
 # Extensions that directory scans pick up (anything libsndfile reads may still be passed by name).
@@ -115,12 +116,14 @@ def write_wavs(files: Mapping[str | os.PathLike, np.ndarray | torch.Tensor], sam
     staged: dict[Path, str] = {}
     try:
         for path, pcm in frames.items():
+            data = io.BytesIO()  # encoded in memory: a full disk is then a plain OSError from write()
+            sf.write(data, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies, as for any file
+            tmp = create_temporary(path)  # .<name>.<host>-<pid>-<hex>.tmp, mode 0666 under the umask
             staged[path] = tmp
-            sf.write(tmp, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
-            with open(tmp, "rb+") as f:
+            with open(tmp, "wb") as f:
+                f.write(data.getbuffer())
+                f.flush()
                 os.fsync(f.fileno())
         for path, tmp in staged.items():
             os.replace(tmp, path)

@@ -206,6 +206,21 @@ def scale_estimates(estimates: np.ndarray, mixture: np.ndarray, *, peak: float =
     return protect_from_clipping(rescale_to_mixture(estimates, mixture), peak=peak, inplace=True)[0]
 
 
+def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the model's parameters and buffers holding NaN or infinite values (a broken checkpoint).
+
+    >>> net = torch.nn.Linear(2, 1)
+    >>> non_finite_parameters(net)
+    []
+    >>> with torch.no_grad():
+    ...     _ = net.bias.fill_(float("nan"))
+    >>> non_finite_parameters(net)
+    ['bias']
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 

@@ -8,18 +8,19 @@ Writes, under ``<experiment>/eval/<split>-<model>/`` (or ``--out_dir``):
   ``s1.wav``.. in reference order, references ``s1_ref.wav``..).
 
 SDR/SDRi need ``fast_bss_eval`` (``pip install fast_bss_eval``); PESQ and STOI are added when the
-``pesq`` / ``pystoi`` packages are installed.
+``pesq`` / ``pystoi`` packages are installed.  A malformed list, a model whose output is not finite,
+and a full or read-only output disk are one-line errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -27,10 +28,11 @@ from tqdm import tqdm
 
 from .. import models
 from ..audio import write_wavs
-from ..checkpoint import load_checkpoint
-from ..cli import run
+from ..checkpoint import load_checkpoint, remove_stale_temporaries
+from ..cli import need_directory, os_error, printable, prog, run
 from ..device import guard_mps, select_device
 from ..errors import DnnsepError
+from ..inference import non_finite_parameters
 from ..pretrained import default_model_path
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
@@ -44,7 +46,7 @@ def _missing(package: str) -> bool:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=os.environ.get("DNNSEP_PROG") or "python -m dnnsep.bin.evaluate",
+        prog=prog("python -m dnnsep.bin.evaluate"),
         description="Separate every mixture of a list and score it (SI-SDR, SI-SDRi, SDR, SDRi, PESQ, STOI).",
         allow_abbrev=False,
     )
@@ -73,24 +75,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     from ..data import MixtureDataset, list_path
 
+    if args.n_examples < 0:
+        raise DnnsepError(f"--n_examples must be >= 0, got {args.n_examples}")
+    if args.max_utterances is not None and args.max_utterances < 1:
+        raise DnnsepError(f"--max_utterances must be >= 1, got {args.max_utterances}")
     given = args.model_option or args.model_path
     model_path = Path(given).expanduser() if given else default_model_path(args.recipe_dir)
     ckpt = load_checkpoint(model_path)
     model = models.from_checkpoint_dict(ckpt, source=str(model_path))
+    broken = non_finite_parameters(model)
+    if broken:
+        raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])})")
     dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
-    if not dataset_dir:
+    if not dataset_dir or not isinstance(dataset_dir, str):
         raise DnnsepError(f"{model_path}: does not say which data it was trained on; pass --dataset_dir")
+    dataset_dir = need_directory(dataset_dir, what="the dataset folder")
     lst = list_path(dataset_dir, model.config.n_sources, args.split)
     if not lst.is_file():
         raise DnnsepError(
             f"{lst}: no such mixture list; prepare the data (egs/librispeech/common/prepare.sh) or pass --dataset_dir"
         )
-    data = MixtureDataset(lst)
+    with _reading(lst):
+        data = MixtureDataset(lst)
     if data.sample_rate != model.sample_rate:
         raise DnnsepError(f"{lst}: {data.sample_rate} Hz, but {model_path} separates {model.sample_rate} Hz audio")
-    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(model_path, args.split)
+    out_dir = need_directory(args.out_dir or default_out_dir(model_path, args.split), what="--out_dir")
     device = select_device(None if args.device == "auto" else args.device)
     model, device = guard_mps(model.to(device).eval())  # on MPS: checked against the CPU first
+    remove_stale_temporaries(out_dir)
 
     metrics = optional_metrics()
     names = columns(metrics)
@@ -101,17 +113,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = len(data) if args.max_utterances is None else min(len(data), args.max_utterances)
     rows = []
     for index in tqdm(range(n), desc=f"evaluate {args.split}", unit="mix", dynamic_ncols=True):
-        mixture, sources = data[index]  # (time,), (n_sources, time)
+        with _reading(lst, index):
+            mixture, sources = data[index]  # (time,), (n_sources, time)
         estimates = model.separate(mixture.to(device)).cpu()  # (n_sources, time)
-        mix_id = data.mixture_id(index) if hasattr(data, "mixture_id") else str(index)
+        mix_id = str(data.mixture_id(index) if hasattr(data, "mixture_id") else index)
+        if not torch.isfinite(estimates).all():
+            raise DnnsepError(
+                f"{model_path}: the model gave NaN or infinite output for mixture {printable(mix_id, limit=80)} "
+                f"of {lst}; the model is broken"
+            )
         scores = utterance_scores(estimates, sources, mixture, sample_rate=data.sample_rate, metrics=metrics)
         rows.append({"id": mix_id, "seconds": mixture.shape[-1] / data.sample_rate, **scores})
         if index < args.n_examples:
-            write_example(out_dir / "examples" / _safe(mix_id), mixture, estimates, sources, data.sample_rate)
+            folder = out_dir / "examples" / _safe(mix_id)
+            remove_stale_temporaries(folder, quiet=True)
+            with _writing(folder):
+                write_example(folder, mixture, estimates, sources, data.sample_rate)
     if not rows:
         raise DnnsepError(f"{lst}: no mixtures to evaluate")
 
-    write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names))
+    with _writing(out_dir):
+        write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names))
     summary = {
         "model": str(model_path.resolve()),
         "list": str(lst.resolve()),
@@ -119,13 +141,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **summarize(rows, names),
     }
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    with _writing(out_dir):
+        write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     means = "  ".join(
         f"{name.upper().replace('_', '-').replace('SDRI', 'SDRi')} {summary[name]['mean']:.2f}" for name in names
     )
     print(f"{args.split}: {len(rows)} mixtures  {means}")
     print(f"results: {out_dir / 'results.csv'}, {out_dir / 'summary.json'}")
     return 0
+
+
+@contextlib.contextmanager
+def _reading(lst: Path, index: int | None = None) -> Iterator[None]:
+    """A malformed list (missing keys, wrong types) read in the block becomes a one-line error naming it."""
+    try:
+        yield
+    except DnnsepError:
+        raise
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        where = "" if index is None else f" at mixture {index}"
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise DnnsepError(
+            f"{lst}: malformed mixture list{where} ({printable(what, limit=120)}); rerun prepare with --overwrite"
+        ) from None
+
+
+@contextlib.contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """A full or read-only disk in the block becomes a one-line error naming ``where``."""
+    try:
+        yield
+    except OSError as err:
+        raise os_error(err, where) from None
 
 
 def default_out_dir(model_path: Path, split: str) -> Path:

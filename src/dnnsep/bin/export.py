@@ -3,7 +3,11 @@
 Both formats take ``mixture (batch, time)`` float32 and return ``sources (batch, n_sources, time)``
 for any batch size and length.  The exported file is checked before it is kept: it is run by
 onnxruntime (ONNX) or TorchScript on inputs of two batch sizes and lengths, and its outputs must
-match the PyTorch model's within ``--tolerance`` (1e-4); otherwise nothing is written.
+match the PyTorch model's within ``--tolerance`` (1e-4); otherwise nothing is written.  NaN or
+infinite outputs fail the check.  The file is serialised in memory, its size checked against the
+free space, then written to a temporary beside ``--output`` and renamed: a full or read-only disk
+is a one-line error, and a killed export leaves the previous file as it was (the temporary it
+leaves is removed by the next export to that folder).
 
 - ``onnx`` needs the optional packages ``onnx``, ``onnxscript`` (torch's exporter) and
   ``onnxruntime`` (the check): ``pip install 'dnnsep[export]'``.  Export takes about a minute.
@@ -15,6 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
+import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
-from ..cli import run
+from ..checkpoint import atomic_write, remove_stale_temporaries
+from ..cli import check_number, need_directory, os_error, prog, run
 from ..errors import DnnsepError
+from ..inference import non_finite_parameters
 from ..pretrained import add_model_options, load_model
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -34,7 +42,7 @@ INPUT_NAME, OUTPUT_NAME = "mixture", "sources"
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dnnsep.bin.export",
+        prog=prog("python -m dnnsep.bin.export"),
         description="Export a separation model to ONNX or TorchScript, checked against PyTorch.",
         allow_abbrev=False,
     )
@@ -81,12 +89,17 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str) -> None:
-    """Trace the model (shapes are traced, so any batch and length work) and save it."""
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """Trace the model (shapes are traced, so any batch and length work); returns the saved file's bytes.
+
+    Saved in memory: torch's own file writer aborts the process (``c10::Error``) on a full disk.
+    """
     with warnings.catch_warnings(), torch.no_grad(), _one_thread():
         warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; the outputs are checked below
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, path)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    return buffer.getvalue()
 
 
 def run_torchscript(path: str, x: torch.Tensor) -> np.ndarray:
@@ -95,8 +108,8 @@ def run_torchscript(path: str, x: torch.Tensor) -> np.ndarray:
         return torch.jit.load(path, map_location="cpu")(x).numpy()
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, *, opset: int) -> None:
-    """torch.export with automatic dynamic batch and time axes, then the ONNX translation."""
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, *, opset: int) -> bytes:
+    """torch.export with automatic dynamic batch and time axes, then the ONNX translation; returns the file's bytes."""
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise DnnsepError(f"ONNX export needs {', '.join(missing)}: pip install 'dnnsep[export]'")
@@ -118,7 +131,36 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, *, ops
         except Exception as err:  # the exporter's errors are long; keep the first line
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DnnsepError(f"ONNX export failed: {first[:300]}") from None
-    program.save(path, external_data=False)
+    return program.model_proto.SerializeToString()  # weights inside the file (a small model: well below 2 GB)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space in ``folder`` (a function of its own, so tests can pretend a disk has room)."""
+    return shutil.disk_usage(folder).free
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through Python's file object, so a full disk is a plain ``OSError``."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+
+
+def compare(got: np.ndarray, expected: np.ndarray, x: torch.Tensor, model_path: Path) -> float:
+    """The largest absolute difference between the exported and the PyTorch outputs for input ``x``.
+
+    NaN or infinity on either side fails (a NaN difference would otherwise compare as 0).
+    """
+    if got.shape != expected.shape:
+        raise DnnsepError(f"exported model gives shape {got.shape} for input {tuple(x.shape)}, not {expected.shape}")
+    if not np.isfinite(expected).all():
+        raise DnnsepError(
+            f"{model_path}: the PyTorch model itself gives NaN or infinite outputs for input {tuple(x.shape)}; "
+            "nothing written"
+        )
+    if not np.isfinite(got).all():
+        raise DnnsepError(f"exported model gives NaN or infinite outputs for input {tuple(x.shape)}; nothing written")
+    return float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max(initial=0.0))
 
 
 def run_onnx(path: str, x: torch.Tensor) -> np.ndarray:
@@ -130,21 +172,45 @@ def run_onnx(path: str, x: torch.Tensor) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    check_number("--seconds", args.seconds, low=0, high=600, low_open=True)
+    check_number("--tolerance", args.tolerance, low=0, high=1)
+    if not 7 <= args.opset <= 99:
+        raise DnnsepError(f"--opset must be an ONNX opset version (7 to 99), got {args.opset}")
     model, model_path = load_model(args.model, recipe_dir=args.recipe_dir, device=torch.device("cpu"))
-    output = Path(args.output) if args.output else model_path.with_suffix(SUFFIXES[args.format])
+    broken = non_finite_parameters(model)
+    if broken:
+        raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])})")
+    output = Path(args.output).expanduser() if args.output else model_path.with_suffix(SUFFIXES[args.format])
+    if output.is_dir():
+        raise DnnsepError(f"{output}: is a directory; pass --output PATH/TO/FILE{SUFFIXES[args.format]}")
+    folder = need_directory(output.parent, what="the --output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise os_error(err, folder) from None
+    if not os.access(folder, os.W_OK):  # before the export, which takes a while
+        readonly = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 0)
+        reason = "read-only file system" if readonly else "permission denied"
+        raise DnnsepError(f"{folder}: {reason}; choose another --output")
+    remove_stale_temporaries(folder)
     example = example_input(model.config)
     inputs = [example, *check_inputs(model.sample_rate, args.seconds)]
+    if args.format == "onnx":
+        data, runner = export_onnx(model, example, opset=args.opset), run_onnx
+    else:
+        data, runner = export_torchscript(model, example), run_torchscript
+    free = free_bytes(folder)
+    if free < len(data) + (1 << 16):
+        raise DnnsepError(
+            f"{folder}: not enough free space for the {len(data) / 1024**2:.2f} MiB export "
+            f"({free / 1024**2:.2f} MiB free); free some space or choose another --output"
+        )
     worst = 0.0
 
-    def export_and_check(tmp: str) -> None:
-        """Export to ``tmp`` and compare it with PyTorch; raising leaves nothing behind."""
+    def write_and_check(tmp: str) -> None:
+        """Write the export to ``tmp`` and compare it with PyTorch; raising leaves nothing behind."""
         nonlocal worst
-        if args.format == "onnx":
-            export_onnx(model, example, tmp, opset=args.opset)
-            runner = run_onnx
-        else:
-            export_torchscript(model, example, tmp)
-            runner = run_torchscript
+        write_file(tmp, data)
         for x in inputs:
             with torch.no_grad():
                 expected = model(x).numpy()
@@ -155,17 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise DnnsepError(
                     f"exported model fails on input {tuple(x.shape)}: {first[:300]}; nothing written"
                 ) from None
-            if got.shape != expected.shape:
-                raise DnnsepError(
-                    f"exported model gives shape {got.shape} for input {tuple(x.shape)}, not {expected.shape}"
-                )
-            worst = max(worst, float(np.abs(got - expected).max()))
+            worst = max(worst, compare(got, expected, x, model_path))
         if not worst <= args.tolerance:
             raise DnnsepError(
                 f"exported model differs from PyTorch by {worst:.2e} > {args.tolerance:g}; nothing written"
             )
 
-    atomic_write(output, export_and_check)  # temporary file, then a rename: never half an export
+    try:
+        atomic_write(output, write_and_check)  # temporary file, then a rename: never half an export
+    except OSError as err:  # full or read-only disk: atomic_write has removed its temporary
+        raise os_error(err, output) from None
     print(f"Wrote {output} ({args.format}; largest difference from PyTorch {worst:.1e})", file=sys.stderr)
     print(output)
     return 0

@@ -4,20 +4,25 @@
 
 Writes ``DATASET_DIR/<N>mix/{train,valid,test}.json`` (format: :mod:`dnnsep.data.lists`) from
 train-clean-100, dev-clean and test-clean.  Rerunning is cheap: complete subsets are not
-downloaded again, and identical lists are left as they are.
+downloaded again, and identical lists are left as they are.  One prepare at a time per
+DATASET_DIR: a second one is refused at once, naming the first (:mod:`dnnsep.locking`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli import run
+from ..checkpoint import remove_stale_temporaries
+from ..cli import check_number, need_directory, os_error, printable, prog, run
 from ..data.librispeech import SAMPLE_RATE, fetch_subsets, find_root, link_root, scan_subset
 from ..data.lists import SPLITS, build_list, list_path, summarize, write_list
 from ..errors import DnnsepError
+from ..locking import hold
 
 DEFAULT_SUBSETS = ("train-clean-100", "dev-clean", "test-clean")
 
@@ -29,14 +34,14 @@ def _seconds_or_full(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds or 'full', got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0 or 'full', got {text}")
     return value
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="prepare.sh",
+        prog=prog("python -m dnnsep.bin.prepare"),
         description="Download LibriSpeech (train-clean-100, dev-clean, test-clean) and write mixture lists "
         "DATASET_DIR/<N>mix/{train,valid,test}.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -89,24 +94,67 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_mirror(url: str) -> str:
+    """The ``--mirror`` base address without a trailing slash; refuses (one line) what cannot be one."""
+    shown = printable(url, limit=200)
+    if not url.strip() or url != url.strip() or not url.isprintable() or any(c.isspace() for c in url):
+        raise DnnsepError(f"--mirror {shown!r}: not a URL (empty, or with spaces or control characters)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as err:
+        raise DnnsepError(f"--mirror {shown!r}: not a URL ({err})") from None
+    if parts.scheme not in ("http", "https", "file"):
+        raise DnnsepError(
+            f"--mirror {shown!r}: needs an http://, https:// or file:// address of a folder holding "
+            "<subset>.tar.gz and md5sum.txt"
+        )
+    if parts.scheme != "file" and not parts.hostname:
+        raise DnnsepError(f"--mirror {shown!r}: no host name")
+    if parts.query or parts.fragment:
+        raise DnnsepError(f"--mirror {shown!r}: give the folder's address, without ?query or #fragment")
+    try:
+        parts.port  # noqa: B018 -- raises on a malformed port
+    except ValueError:
+        raise DnnsepError(f"--mirror {shown!r}: malformed port number") from None
+    if parts.scheme == "file" and not Path(urllib.parse.unquote(parts.path)).is_dir():
+        raise DnnsepError(f"--mirror {shown!r}: {parts.path} is not a folder")
+    return url.rstrip("/")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.n_sources < 2:
         raise DnnsepError(f"N_SOURCES must be at least 2, got {args.n_sources}")
-    if args.seed < 0 or args.segment <= 0 or args.gain_db < 0 or args.retries < 0:
-        raise DnnsepError("--seed, --gain_db and --retries must be >= 0 and --segment > 0")
+    if args.seed < 0 or args.retries < 0:
+        raise DnnsepError("--seed and --retries must be >= 0")
+    check_number("--segment", args.segment, low=0, high=3600, low_open=True)
+    check_number("--gain_db", args.gain_db, low=0, high=60)
+    check_number("--level_dbfs", args.level_dbfs, low=-120, high=0)
     for split in SPLITS:
         if getattr(args, f"n_{split}") is not None and getattr(args, f"n_{split}") < 1:
             raise DnnsepError(f"--n_{split} must be >= 1")
+    mirror = check_mirror(args.mirror) if args.mirror is not None else None
+    dataset_dir = need_directory(args.dataset_dir, what="DATASET_DIR")
+    if args.librispeech_root and Path(args.librispeech_root).expanduser().is_file():
+        raise DnnsepError(f"{args.librispeech_root}: is a file, not a directory (--librispeech_root)")
+    try:
+        with hold(dataset_dir, what="dataset folder"):  # one prepare per dataset folder at a time
+            prepare(args, dataset_dir, mirror)
+    except OSError as err:  # full or read-only disk, permissions
+        raise os_error(err, dataset_dir) from None
+    return 0
+
+
+def prepare(args: argparse.Namespace, dataset_dir: Path, mirror: str | None) -> None:
+    """Fetch or link the corpus, then write the three lists (the work of :func:`main`, under its lock)."""
     progress = not args.no_progress
-    dataset_dir = Path(args.dataset_dir).expanduser()
     if args.librispeech_root:
         link_root(dataset_dir, find_root(args.librispeech_root, args.subsets))
     else:
         fetch_subsets(
             dataset_dir,
             args.subsets,
-            mirror=args.mirror,
+            mirror=mirror,
             keep_archives=args.keep_archives,
             retries=args.retries,
             progress=progress,
@@ -134,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample_rate=SAMPLE_RATE,
         )
         path = list_path(dataset_dir, args.n_sources, split)
+        remove_stale_temporaries(path.parent)  # left by a prepare that was killed while writing a list
         written = write_list(lst, path, overwrite=args.overwrite)
         stats = summarize(lst)
         short = sum(u.frames < (segment or 0) for u in utterances)
@@ -143,7 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             + f" -> {path}" + ("" if written else " (unchanged)")
         )  # fmt: skip
     sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":

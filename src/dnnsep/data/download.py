@@ -173,8 +173,12 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool, space_f
     with resp:
         if offset and resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range", ""))
-            if start != offset:
-                raise DnnsepError(f"{url}: server answered a resume request with bytes from {start}, not {offset}")
+            if start != offset:  # appending would corrupt the file: stop, and say how to start over
+                got = "without saying which bytes" if start is None else f"with bytes from {start}"
+                raise DnnsepError(
+                    f"{url}: the server answered the request to resume at byte {offset} {got}; "
+                    f"delete the partial file {part} and rerun to download it from the start"
+                )
             mode = "ab"
         else:  # 200: a fresh download, or a server that ignores Range
             offset, mode = 0, "wb"
