@@ -44,7 +44,8 @@ def test_sourcing_a_front_leaves_no_variable_and_keeps_the_shell(shell, tmp_path
             f"{LIST_VARS[shell]} > {tmp_path}/before; "
             f'. "{script}" --help > /dev/null 2>&1; rc=$?; unset rc_unused; '
             f"{LIST_VARS[shell]} > {tmp_path}/after; "
-            f"echo status=$rc; diff {tmp_path}/before {tmp_path}/after | grep '^>' | grep -v -e ' rc$' -e ' _$' -e ' PIPESTATUS$'; "
+            f"echo status=$rc; diff {tmp_path}/before {tmp_path}/after | grep '^>' "
+            "| grep -v -e ' rc$' -e ' _$' -e ' PIPESTATUS$'; "
             "echo alive"
         )
         done = subprocess.run([shell, "-c", code], capture_output=True, text=True, timeout=120)

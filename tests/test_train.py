@@ -340,3 +340,43 @@ def test_ddp_gloo_two_processes_one_epoch_one_checkpoint(tmp_path):
     assert results[0]["history"]["valid_loss"] == results[1]["history"]["valid_loss"]  # reduced over ranks
     assert results[0]["history"]["train_loss"] == results[1]["history"]["train_loss"]
     assert len((exp / "log" / "train.log").read_text().split("epoch 1/1  train")) == 2  # rank 0 logs once
+
+
+# -- one writer per experiment -------------------------------------------------------------------
+
+
+class SlowSines(Sines):
+    def __getitem__(self, i: int):
+        import time
+
+        time.sleep(0.5)
+        return super().__getitem__(i)
+
+
+def test_a_second_training_into_a_running_experiment_is_refused_then_runs_after_a_kill(tmp_path):
+    """Two processes, one experiment: the second stops at once naming the first; after kill -9, a rerun runs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = (
+        "import sys; sys.path.insert(0, {tests!r})\n"
+        "from test_train import tiny, SlowSines, Sines\n"
+        "from dnnsep.training.trainer import train\n"
+        "train(tiny(epochs=1), {out!r}, train_set=SlowSines(40), valid_set=Sines(4))\n"
+    ).format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True)
+    try:
+        lock = exp_of(tiny(epochs=1), tmp_path) / ".lock"
+        deadline = time.time() + 60
+        while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(DnnsepError, match=rf"experiment in use by pid {proc.pid} on .*python"):
+            train(tiny(epochs=1), tmp_path, **data())
+        assert proc.poll() is None  # the first run goes on
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    summary = train(tiny(epochs=1), tmp_path, **data())  # killed at its start: a fresh run is allowed
+    assert summary["epoch"] == 1

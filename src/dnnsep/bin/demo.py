@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import live
 from ..audio import resample, write_wavs
 from ..checkpoint import atomic_write
-from ..cli import run
+from ..cli import prog, run
 from ..device import select_device
 from ..errors import DnnsepError
 from ..inference import protect_from_clipping, scale_estimates, separate_long
@@ -241,7 +241,7 @@ def plot_spectrograms(path: str | os.PathLike, signals: dict[str, np.ndarray], s
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dnnsep.bin.demo",
+        prog=prog("python -m dnnsep.bin.demo"),
         description="Record from the microphone and separate the voices (writes WAV files and spectrograms).",
         allow_abbrev=False,
     )

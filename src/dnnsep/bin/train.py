@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import models
-from ..cli import run
+from ..cli import prog, run
 from ..errors import DnnsepError
 from ..training.config import (
     MODEL_KEY,
@@ -82,7 +82,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _prog() -> str:
     """The name the user typed: the recipe front's (``train.sh``), else the module's."""
-    return os.environ.get("DNNSEP_PROG") or "python -m dnnsep.bin.train"
+    return prog("python -m dnnsep.bin.train")
 
 
 def _model_help() -> str:

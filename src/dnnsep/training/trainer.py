@@ -20,6 +20,7 @@ where the first N steps of each epoch spend their time (:mod:`~dnnsep.training.s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -33,9 +34,10 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..device import guard_mps
 from ..errors import CheckpointError, DnnsepError
+from ..locking import hold
 from ..losses import pit_si_sdr, si_sdr
 from . import distributed
 from .amp import amp_dtype, autocast, uses_scaler
@@ -104,13 +106,26 @@ class Trainer:
         self.exp = experiment_dir(cfg, out_dir)
         self.last_path, self.best_path = self.exp / "model" / "last.pth", self.exp / "model" / "best.pth"
         error, ckpt = None, None
+        self._lock = contextlib.ExitStack()  # one writer per experiment: rank 0 holds it for the run
         try:  # every process checks, then all agree, so none is left waiting in a collective
+            if dist.is_main:
+                self._lock.enter_context(hold(self.exp, what="experiment"))
+                remove_stale_temporaries(self.exp / "model")
             ckpt = check_start(cfg, self.exp, resume)
             if train_set is None or valid_set is None:
                 train_set, valid_set = make_datasets(cfg)
         except DnnsepError as err:
             error = err
+            self._lock.close()
         distributed.agree(error, dist)
+        try:
+            self._setup(cfg, resume, ckpt, train_set, valid_set, device)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _setup(self, cfg, resume, ckpt, train_set, valid_set, device) -> None:
+        dist = self.dist
         self.train_set, self.valid_set = train_set, valid_set
 
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
@@ -219,6 +234,7 @@ class Trainer:
                     break
         finally:
             close_logger(self.log)
+            self._lock.close()
         return {
             "experiment_dir": self.exp,
             "epoch": p.epoch,
@@ -556,7 +572,8 @@ def preflight(cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.Pat
     Lets a multi-process launch fail with one clean message before starting its processes.
     """
     exp = experiment_dir(cfg, out_dir)
-    check_start(cfg, exp, resume)
+    with hold(exp, what="experiment"):  # refused at once while another run holds it
+        check_start(cfg, exp, resume)
     make_datasets(cfg)
     return exp
 
