@@ -361,11 +361,11 @@ def test_a_second_training_into_a_running_experiment_is_refused_then_runs_after_
     import time
 
     child = (
-        "import sys; sys.path.insert(0, {tests!r})\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_train import tiny, SlowSines, Sines\n"
         "from dnnsep.training.trainer import train\n"
-        "train(tiny(epochs=1), {out!r}, train_set=SlowSines(40), valid_set=Sines(4))\n"
-    ).format(tests=str(Path(__file__).parent), out=str(tmp_path))
+        f"train(tiny(epochs=1), {str(tmp_path)!r}, train_set=SlowSines(40), valid_set=Sines(4))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True)
     try:
         lock = exp_of(tiny(epochs=1), tmp_path) / ".lock"

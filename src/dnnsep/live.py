@@ -107,7 +107,7 @@ def run_live(
 
     Returns ``{"samples": captured samples separated, "rtf": ..., "stopped": why or "", "files": [...]}``.
     """
-    from .bin.demo import MIC_HELP, _quiet_stderr, _supports, choose_device, open_portaudio  # no import cycle
+    from .capture import MIC_HELP, _quiet_stderr, _supports, choose_device, open_portaudio
 
     rate = engine.sample_rate
     pyaudio, pa = open_portaudio(verbose=verbose)

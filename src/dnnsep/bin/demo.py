@@ -9,232 +9,29 @@ native rate and then resampled.  Separates on the best available device and writ
 nothing, ``<out_dir>/mixture.wav`` and ``estimated-0.wav``, ``estimated-1.wav``, ... (16-bit PCM,
 each estimate at its level in the mixture, none clipping), and ``spectrograms.png`` when
 matplotlib is installed.  The default model is the ``best.pth`` that ``train.sh`` makes with the
-recipe's ``conf/default.yaml`` (see :func:`default_model_path`).
+recipe's most recent experiment (see :func:`dnnsep.pretrained.default_model_path`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import live
 from ..audio import resample, write_wavs
-from ..checkpoint import atomic_write
+from ..capture import MIC_HELP, _quiet_stderr, default_input_index, input_devices, level_dbfs, open_portaudio, record
 from ..cli import prog, run
 from ..device import select_device
 from ..errors import DnnsepError
 from ..inference import protect_from_clipping, scale_estimates, separate_long
+from ..plots import plot_spectrograms
 from ..pretrained import add_model_options, load_model
-
-MIC_HELP = (
-    "on macOS, allow microphone access for your terminal app in System Settings > Privacy & Security > Microphone"
-)
-
-
-# -- recording ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_stderr(enabled: bool = True) -> Iterator[None]:
-    """Silence the C libraries' chatter on file descriptor 2 (ALSA, JACK) while PortAudio starts."""
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def open_portaudio(*, verbose: bool = False):
-    """Import PyAudio and start PortAudio; returns ``(pyaudio module, PyAudio instance)``."""
-    try:
-        import pyaudio
-    except ImportError:
-        raise DnnsepError(
-            "PyAudio is not installed: pip install 'dnnsep[demo]' (it needs PortAudio: "
-            "`brew install portaudio` on macOS, `apt-get install portaudio19-dev` on Debian/Ubuntu)"
-        ) from None
-    with _quiet_stderr(not verbose):
-        return pyaudio, pyaudio.PyAudio()
-
-
-def input_devices(pa) -> list[dict]:
-    """PortAudio's devices that have input channels (PyAudio's device-info dicts)."""
-    infos = (pa.get_device_info_by_index(i) for i in range(pa.get_device_count()))
-    return [info for info in infos if info.get("maxInputChannels", 0) > 0]
-
-
-def default_input_index(pa) -> int | None:
-    """The system's default input device (not simply device 0), or None when there is none."""
-    try:
-        return int(pa.get_default_input_device_info()["index"])
-    except (OSError, KeyError):
-        return None
-
-
-def choose_device(pa, device_index: int | None) -> dict:
-    """Device info of ``device_index``, else the default input device; clear errors when there is none."""
-    devices = input_devices(pa)
-    if device_index is not None:
-        for info in devices:
-            if info["index"] == device_index:
-                return info
-        raise DnnsepError(f"--device_index {device_index}: no such input device (see --list_devices)")
-    if not devices:
-        raise DnnsepError(
-            "no audio input device found: connect or enable a microphone (check the system's sound "
-            f"settings; {MIC_HELP}), then see --list_devices"
-        )
-    default = default_input_index(pa)
-    return next((info for info in devices if info["index"] == default), devices[0])
-
-
-def record(
-    seconds: float,
-    *,
-    device_index: int | None = None,
-    sample_rate: int,
-    rate_is_required: bool = False,
-    verbose: bool = False,
-    progress: bool = True,
-) -> tuple[np.ndarray, int, dict]:
-    """Record ``seconds`` of 16-bit mono audio; returns ``(samples int16 (time,), rate, device info)``.
-
-    Records at ``sample_rate`` when the device supports it, else (unless ``rate_is_required``) at
-    the device's native rate.  Shows a bar labelled "Now recording..." that fills in real time.
-    """
-    pyaudio, pa = open_portaudio(verbose=verbose)
-    try:
-        info = choose_device(pa, device_index)
-        index, name = int(info["index"]), info["name"]
-        rate = sample_rate
-        if not _supports(pa, pyaudio, index, rate, verbose=verbose):
-            native = int(info["defaultSampleRate"])
-            if rate_is_required or not _supports(pa, pyaudio, index, native, verbose=verbose):
-                raise DnnsepError(
-                    f"input device {index} ({name}) cannot record 16-bit mono at {rate} Hz; "
-                    f"its native rate is {native} Hz: try --sample_rate {native}"
-                )
-            print(f"Recording at {native} Hz (the device's native rate), resampled afterwards.", file=sys.stderr)
-            rate = native
-        total = int(round(seconds * rate))
-        block = max(1, min(total, rate // 20))  # 50 ms per read
-        try:
-            with _quiet_stderr(not verbose):
-                stream = pa.open(
-                    format=pyaudio.paInt16,
-                    channels=1,
-                    rate=rate,
-                    input=True,
-                    input_device_index=index,
-                    frames_per_buffer=block,
-                )
-        except (OSError, ValueError) as err:
-            raise DnnsepError(f"could not open input device {index} ({name}): {err}; {MIC_HELP}") from None
-        chunks = []
-        bar_format = "{desc} |{bar}| {n:.1f}/{total:.1f} s"
-        try:
-            with tqdm(total=total / rate, desc="Now recording...", bar_format=bar_format, disable=not progress) as bar:
-                done = 0
-                while done < total:
-                    n = min(block, total - done)
-                    chunks.append(stream.read(n, exception_on_overflow=False))  # blocks until recorded
-                    done += n
-                    bar.n = done / rate  # set, not added up: no rounding drift past the total
-                    bar.update(0)  # redraws at most every 0.1 s
-        except OSError as err:
-            raise DnnsepError(f"recording from input device {index} ({name}) failed: {err}") from None
-        finally:
-            stream.close()
-        print("Stop recording", file=sys.stderr)
-        return np.frombuffer(b"".join(chunks), dtype="<i2").copy(), rate, info
-    finally:
-        with _quiet_stderr(not verbose):
-            pa.terminate()
-
-
-def _supports(pa, pyaudio, index: int, rate: int, *, verbose: bool = False) -> bool:
-    try:
-        with _quiet_stderr(not verbose):
-            return bool(
-                pa.is_format_supported(rate, input_device=index, input_channels=1, input_format=pyaudio.paInt16)
-            )
-    except ValueError:
-        return False
-
-
-def level_dbfs(audio: np.ndarray) -> float:
-    """RMS level in dB relative to full scale (-inf for digital silence).
-
-    Shape: audio (time,) float in [-1, 1].
-
-    >>> round(level_dbfs(np.full(100, 0.5)), 2), level_dbfs(np.zeros(10))
-    (-6.02, -inf)
-    """
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    return 20 * math.log10(rms) if rms > 0 else -math.inf
-
-
-# -- spectrograms ------------------------------------------------------------------------------
-
-
-def plot_spectrograms(path: str | os.PathLike, signals: dict[str, np.ndarray], sample_rate: int) -> str | None:
-    """One spectrogram panel per signal, all on one colour scale (dB, 80 dB range); atomic write.
-
-    Returns None, or a message saying why nothing was drawn (matplotlib missing).
-    Shape: each signal (time,).
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return "matplotlib is not installed, so no spectrograms.png: pip install 'dnnsep[plot]'"
-    n_fft = 2 ** round(math.log2(0.032 * sample_rate))  # about 32 ms
-    window = torch.hann_window(n_fft)
-    specs = {}
-    for title, x in signals.items():
-        stft = torch.stft(
-            torch.from_numpy(np.ascontiguousarray(x)), n_fft, n_fft // 4, window=window, return_complex=True
-        )
-        specs[title] = (20 * torch.log10(stft.abs() + 1e-8)).numpy()  # (freqs, frames)
-    top = max(float(s.max()) for s in specs.values())
-    seconds = len(next(iter(signals.values()))) / sample_rate
-    fig = Figure(figsize=(8, 1.9 * len(specs) + 0.6), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (title, spec) in zip(axes, specs.items()):
-        image = ax.imshow(
-            spec,
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            vmin=top - 80,
-            vmax=top,
-            extent=(0, seconds, 0, sample_rate / 2000),
-        )
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("kHz")
-    axes[-1].set_xlabel("time (s)")
-    fig.colorbar(image, ax=list(axes), label="dB")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    return None
-
 
 # -- command line ------------------------------------------------------------------------------
 
