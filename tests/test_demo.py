@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dnnsep import CheckpointError, DPRNNConfig, DPRNNTasNet
+from dnnsep import CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet
 from dnnsep.audio import resample
 from dnnsep.bin import demo
 
@@ -171,3 +171,19 @@ def test_spectrograms_without_matplotlib(tmp_path, monkeypatch):
     note = demo.plot_spectrograms(tmp_path / "s.png", {"mixture": np.zeros(1600, np.float32)}, RATE)
     assert "matplotlib is not installed" in note and "pip install 'dnnsep[plot]'" in note
     assert not (tmp_path / "s.png").exists()
+
+
+
+def test_a_read_only_output_folder_is_refused_before_recording(tmp_path, model_path, monkeypatch):
+    """Checked first, so a recording is never made only to be thrown away."""
+    from test_faults import tmpfs
+
+    recorded = []
+    monkeypatch.setattr(demo, "record", lambda *a, **k: recorded.append(1))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DnnsepError, match=r"file: is a file, not a directory \(--out_dir\)"):
+        demo.main(["--model", str(model_path), "--device", "cpu", "--out_dir", str(tmp_path / "file")])
+    with tmpfs(tmp_path / "ro", "ro,size=100k") as read_only:
+        with pytest.raises(DnnsepError, match="ro: cannot write there .*choose another --out_dir"):
+            demo.main(["--model", str(model_path), "--device", "cpu", "--out_dir", str(read_only)])
+    assert recorded == []

@@ -96,6 +96,20 @@ def need_directory(path: str | os.PathLike, *, what: str) -> Path:
     return path
 
 
+def need_writable_directory(path: str | os.PathLike, *, what: str) -> Path:
+    """:func:`need_directory`, made if missing, and proved writable by writing a file in it (removed)."""
+    import tempfile
+
+    path = need_directory(path, what=what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise DnnsepError(f"{path}: cannot write there ({err.strerror or err}); choose another {what}") from None
+    return path
+
+
 def check_number(
     option: str,
     value: float,

@@ -26,7 +26,7 @@ import torch
 from .. import live
 from ..audio import resample, write_wavs
 from ..capture import MIC_HELP, _quiet_stderr, default_input_index, input_devices, level_dbfs, open_portaudio, record
-from ..cli import prog, run
+from ..cli import need_writable_directory, prog, run
 from ..device import select_device
 from ..errors import DnnsepError
 from ..inference import protect_from_clipping, scale_estimates, separate_long
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, model_path = load_model(args.model, recipe_dir=args.recipe_dir, device=device)  # before recording
     rate = model.sample_rate
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.recipe_dir) / "results"
+    out_dir = need_writable_directory(out_dir, what="--out_dir")  # before recording: nothing is lost
 
     pcm, rec_rate, info = record(
         args.duration,
