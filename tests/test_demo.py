@@ -173,7 +173,6 @@ def test_spectrograms_without_matplotlib(tmp_path, monkeypatch):
     assert not (tmp_path / "s.png").exists()
 
 
-
 def test_a_read_only_output_folder_is_refused_before_recording(tmp_path, model_path, monkeypatch):
     """Checked first, so a recording is never made only to be thrown away."""
     from test_faults import tmpfs

@@ -97,13 +97,14 @@ def need_directory(path: str | os.PathLike, *, what: str) -> Path:
 
 
 def need_writable_directory(path: str | os.PathLike, *, what: str) -> Path:
-    """:func:`need_directory`, made if missing, and proved writable by writing a file in it (removed)."""
+    """:func:`need_directory`, proved writable by a file written (and removed) in it or, where it does
+    not exist yet, in its nearest existing parent; nothing is created."""
     import tempfile
 
     path = need_directory(path, what=what)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise DnnsepError(f"{path}: cannot write there ({err.strerror or err}); choose another {what}") from None
