@@ -98,6 +98,11 @@ def test_prepare_train_resume_test(tmp_path):
     log = (exp / "log" / "train.log").read_text()
     assert "resumed from" in log and "epoch 3/3" in log and "valid SI-SDRi" in log
 
+    # a rerun without --synthetic finds the offline data in place: no network probe, no corpus made again
+    done = sh("bash", f'. ./run.sh --stop_stage 0 --config "{conf}" --out_dir "{out}"', RECIPE)
+    assert "using the synthetic corpus prepared earlier" in done.stderr and "cannot be reached" not in done.stderr
+    assert "synthesised with" not in done.stderr and "from synthetic dev-clean" in done.stderr
+
     # stages 1-2 of run.sh, sourced from zsh: the finished training is left as it is, then the test
     done = sh("zsh", f". ./run.sh --stage 1 {common}", RECIPE)
     assert "nothing to do: training had ended" in done.stderr and "SI-SDRi" in done.stdout

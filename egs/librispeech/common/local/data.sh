@@ -39,7 +39,7 @@ if [ "${1:-}" = --where ]; then where_only=true; shift; fi
 if [ $# -lt 2 ]; then say "usage: data.sh [--where] DATASET_DIR N_SOURCES [options] [-- prepare options]"; exit 2; fi
 dataset_dir=$1 n_sources=$2
 shift 2
-synthetic=false speakers=20 utts=10 seconds=4-6 source_args=() prepare_args=()
+synthetic=false speakers=20 utts=10 seconds=4-6 source_args=() prepare_args=() corpus_given=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; prepare_args=("$@"); break ;;
@@ -47,9 +47,9 @@ while [ $# -gt 0 ]; do
   esac
   if [ $# -lt 2 ]; then say "$prog: $1 needs a value"; exit 2; fi
   case "$1" in
-    --synthetic_speakers) speakers=$2 ;;
-    --synthetic_utts) utts=$2 ;;
-    --synthetic_seconds) seconds=$2 ;;
+    --synthetic_speakers) speakers=$2 corpus_given=true ;;
+    --synthetic_utts) utts=$2 corpus_given=true ;;
+    --synthetic_seconds) seconds=$2 corpus_given=true ;;
     --librispeech_root | --mirror) source_args+=("$1" "$2") ;;
     *) say "$prog: unknown corpus option $1"; exit 2 ;;
   esac
@@ -88,11 +88,14 @@ say "== stage 0: prepare $dataset_dir ($n_sources speakers per mixture, $kind)"
 if [ "$synthetic" = true ]; then
   corpus=$dataset_dir/synthetic
   made="speakers=$speakers utts=$utts seconds=$min_s-$max_s"
-  if [ ! -f "$corpus/.complete" ] || [ "$(cat "$corpus/.complete")" != "$made" ]; then
+  # made again only when missing, or when corpus options were given and differ from what it was made with
+  if [ ! -f "$corpus/.complete" ] || { [ "$corpus_given" = true ] && [ "$(cat "$corpus/.complete")" != "$made" ]; }; then
+    if [ -f "$corpus/.complete" ]; then say "the corpus options changed: making the offline corpus again"; fi
     rm -rf "$corpus"
     "$PYTHON" -m dnnsep.bin.make_corpus "$corpus" --n_speakers "$speakers" --utts_per_speaker "$utts" \
       --seconds "$min_s" "$max_s" --quiet >&2
     printf '%s\n' "$made" > "$corpus/.complete"
+    prepare_args+=(--overwrite)  # the lists of the corpus it replaces are derived data
   fi
   source_args=(--librispeech_root "$corpus")
 fi
