@@ -380,3 +380,29 @@ def test_a_second_training_into_a_running_experiment_is_refused_then_runs_after_
         proc.wait()
     summary = train(tiny(epochs=1), tmp_path, **data())  # killed at its start: a fresh run is allowed
     assert summary["epoch"] == 1
+
+
+def test_malformed_configs_and_non_finite_values_are_one_line_errors(tmp_path, capsys):
+    from dnnsep.bin import train as train_cli
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(DnnsepError, match=r"extends itself \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_config(a)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(f"extends: {DEFAULT}\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DnnsepError, match="latin.yaml: not UTF-8 text"):
+        load_config(latin)
+    bad = tmp_path / "bad.yaml"
+    for line, message in [("weight_decay: .nan", "weight_decay must be a finite number"),
+                          ("clip_grad_norm: .inf", "clip_grad_norm must be a finite number"),
+                          ("lr: .nan", "lr"), ("seed: -1", "seed must not be negative")]:  # fmt: skip
+        bad.write_text(f"extends: {DEFAULT}\n{line}\n")
+        with pytest.raises(DnnsepError, match=message):
+            load_config(bad)
+    with pytest.raises(DnnsepError, match="--lr: expected a number, got 'nan'"):
+        train_cli.main(["--config", str(DEFAULT), "--lr", "nan", "--get", "lr"])
+    bad.write_text(f"extends: {DEFAULT}\nmodel: dprnn_tasnet\n")
+    with pytest.raises(DnnsepError, match="bad.yaml: model must be a section with a name"):
+        load_config(bad)

@@ -110,6 +110,12 @@ class TrainConfig:
 
     def _validate(self, source: str) -> None:
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DnnsepError(f"{source}: {f.name} must be a finite number, got {value}")
+        if self.seed < 0:
+            raise DnnsepError(f"{source}: seed must not be negative, got {self.seed}")
+        for f in dataclasses.fields(self):
             choices, value = f.metadata["choices"], getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise DnnsepError(f"{source}: {f.name}={value!r} is not one of {', '.join(choices)}")
@@ -253,15 +259,22 @@ def upgrade_flat_config(values: dict[str, Any]) -> dict[str, Any]:
 # -- files and command-line overrides -----------------------------------------------------------
 
 
-def read_yaml(path: Union[str, os.PathLike]) -> dict[str, Any]:
+def read_yaml(path: Union[str, os.PathLike], _seen: tuple = ()) -> dict[str, Any]:
     """Read a config file, following ``extends:``; relative paths become relative to the file."""
     path = Path(path)
     if not path.is_file():
-        raise DnnsepError(f"{path}: no such config file")
+        raise DnnsepError(f"{path}: no such config file" + (f" (extended by {_seen[-1]})" if _seen else ""))
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise DnnsepError(f"{path}: extends itself ({chain}); remove one of the extends: lines")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DnnsepError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as err:
         raise DnnsepError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise DnnsepError(f"{path}: cannot be read ({err.strerror or err})") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -273,7 +286,7 @@ def read_yaml(path: Union[str, os.PathLike]) -> dict[str, Any]:
         return values
     if not isinstance(base, str):
         raise DnnsepError(f"{path}: extends must name a YAML file, got {base!r}")
-    parent = read_yaml(path.parent / base)
+    parent = read_yaml(path.parent / base, (*_seen, path.resolve()))
     merged = {**parent, **values}
     below, here = parent.get(MODEL_KEY), values.get(MODEL_KEY)
     if isinstance(below, dict) and isinstance(here, dict) and here.get("name", below.get("name")) == below.get("name"):
