@@ -5,11 +5,14 @@ For each thread count and block duration, pushes ``--seconds`` of speech-like au
 compute time per block (p50, p99, max) against the block's duration, the share of blocks that took
 longer than their duration, the real-time factor (compute time / audio time) of streaming and of the
 offline ``model.separate`` on the same audio, and the largest difference between the two outputs.
-The default model is the default causal DPRNN-TasNet, ``DPRNNConfig(causal=True)``, with random
-weights (the compute is the same).  The issue's target: RTF <= 0.5 with 20 ms blocks on one thread,
-p99 block time under the block's duration.
+``--model`` names a model, built at a causal config with random weights (the compute is the same):
+``dprnn_tasnet`` (the default), ``DPRNNConfig(causal=True)``; ``conv_tasnet``, the paper's size
+``ConvTasNetConfig(causal=True)`` (N=512, B=128, H=512, X=8, R=3); ``conv_tasnet_small``, a
+laptop-size Conv-TasNet (N=256, B=64, H=256, Sc=64, X=8, R=2); or it is a causal checkpoint's path.
+The issue's target: RTF <= 0.5 with 20 ms blocks on one thread, p99 block time under the block's
+duration.
 
-    python bench/bench_streaming.py [--seconds 15] [--blocks_ms 10 20 50] [--threads 1 2] [--model PATH]
+    python bench/bench_streaming.py [--seconds 15] [--blocks_ms 10 20 50] [--threads 1 2] [--model NAME|PATH]
 """
 
 from __future__ import annotations
@@ -25,8 +28,18 @@ import numpy as np
 import torch
 from bench_separate import SR, speech_like
 
-from dnnsep import DPRNNConfig, DPRNNTasNet, models
+from dnnsep import ConvTasNetConfig, DPRNNConfig, models
 from dnnsep.streaming import StreamingSeparator
+
+# --model NAME: (the model's name, a causal config), built with random weights
+CONFIGS = {
+    "dprnn_tasnet": ("dprnn_tasnet", DPRNNConfig(causal=True)),
+    "conv_tasnet": ("conv_tasnet", ConvTasNetConfig(causal=True)),
+    "conv_tasnet_small": (
+        "conv_tasnet",
+        ConvTasNetConfig(causal=True, n_filters=256, bottleneck=64, hidden=256, skip_channels=64, n_repeats=2),
+    ),
+}
 
 
 def time_stream(model, x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,15 +59,24 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="audio per setting (15)")
     parser.add_argument("--blocks_ms", type=float, nargs="+", default=[10, 20, 50])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op threads")
-    parser.add_argument("--model", help="a causal checkpoint (default: DPRNNConfig(causal=True), random weights)")
+    parser.add_argument(
+        "--model",
+        default="dprnn_tasnet",
+        help=f"{', '.join(CONFIGS)} (a causal config, random weights) or a checkpoint",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = models.load(args.model) if args.model else DPRNNTasNet(DPRNNConfig(causal=True))
+    if args.model in CONFIGS:
+        name, config = CONFIGS[args.model]
+        model = models.get(name)(config)
+        what = f"{type(model).model_name} {'/'.join(config.dir_names())} (random weights)"
+    else:
+        model = models.load(args.model)
+        what = args.model
     model.eval()
     x = speech_like(args.seconds / 60).astype(np.float32) / 32768  # (time,)
-    what = args.model or "DPRNNConfig(causal=True) (random weights)"
     print(f"model {what}; {args.seconds:g} s of audio per setting; latency {model.config.latency} samples "
           f"({1000 * model.config.latency / SR:.1f} ms); load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs", flush=True)  # fmt: skip

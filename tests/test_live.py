@@ -19,13 +19,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from dnnsep import CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet, models
+from dnnsep import CheckpointError, ConvTasNet, ConvTasNetConfig, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep.bin import demo
 from dnnsep.live import LiveWavs, to_pcm16
 from dnnsep.streaming import StreamingSeparator
 
 RATE = 16000
 TINY = dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1)
+TINY_CONV_TASNET = dict(n_filters=16, kernel_size=16, bottleneck=8, hidden=16, skip_channels=8, n_layers=3, n_repeats=2)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def models_dir(tmp_path_factory):
     torch.manual_seed(0)
     DPRNNTasNet(DPRNNConfig(causal=True, **TINY)).save(directory / "causal.pth")
     DPRNNTasNet(DPRNNConfig(**TINY)).save(directory / "noncausal.pth")
+    ConvTasNet(ConvTasNetConfig(causal=True, **TINY_CONV_TASNET)).save(directory / "conv_tasnet_causal.pth")
     return directory
 
 
@@ -89,20 +91,21 @@ def check_against_the_engine(model_path: Path, mixture: np.ndarray, estimates: l
 
 
 @pytest.mark.slow
-def test_live_for_n_seconds_writes_and_plays(capture, models_dir, tmp_path):
+@pytest.mark.parametrize("name,latency_ms", [("causal.pth", 2), ("conv_tasnet_causal.pth", 1)])
+def test_live_for_n_seconds_writes_and_plays(name, latency_ms, capture, models_dir, tmp_path):
     conf, pcm = capture
     out = tmp_path / "results" / "live"
-    run = live(["--model", str(models_dir / "causal.pth"), "--seconds", "3", "--play", "1", "--out_dir", str(out)],
+    run = live(["--model", str(models_dir / name), "--seconds", "3", "--play", "1", "--out_dir", str(out)],
                conf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert "Separated 3.0 s live into 2 voices, real-time factor" in stdout
-    assert "latency 2 ms + 20 ms blocks" in stderr
+    assert f"latency {latency_ms} ms + 20 ms blocks" in stderr
     assert "live " in stderr and "voice 0 [" in stderr and "voice 1 [" in stderr and "RTF " in stderr
     assert "warning: behind, backlog" in stderr  # the file plugin "records" faster than real time
     mixture, estimates = read_results(out)
     np.testing.assert_array_equal(mixture, pcm[: 3 * RATE])  # every captured sample, none dropped
-    check_against_the_engine(models_dir / "causal.pth", mixture, estimates)
+    check_against_the_engine(models_dir / name, mixture, estimates)
     played = np.fromfile(tmp_path / "played.raw", "<i2")
     np.testing.assert_array_equal(played, estimates[1])  # voice 1, all of it, as written
     assert np.abs(estimates[1]).max() > 0

@@ -7,14 +7,24 @@ import pytest
 import torch
 from torch import nn
 
-from dnnsep import DnnsepError, DPRNNConfig, DPRNNTasNet, models
+from dnnsep import ConvTasNet, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep.models.base import MaskingModel
 from dnnsep.models.dual_path import segment
 from dnnsep.models.filterbanks import pad_signal
 from dnnsep.streaming import ADAPTERS, StreamingSeparator
 
-# Tiny causal configs per streamable model: odd strides, stride == kernel, hop == chunk, 3 sources.
+# Tiny causal configs per streamable model: odd strides, stride == kernel, hop == chunk (DPRNN),
+# depthwise kernels 1, 2, 3 and 4 (Conv-TasNet), 3 sources.
 TINY = {
+    "ConvTasNet": [
+        dict(n_filters=16, kernel_size=4, bottleneck=8, hidden=12, skip_channels=6, n_layers=3, n_repeats=2),
+        dict(n_filters=8, kernel_size=5, stride=2, bottleneck=6, hidden=7, skip_channels=5, conv_kernel=2,
+             n_layers=4, n_repeats=1, mask="softmax", n_sources=3),
+        dict(n_filters=8, kernel_size=6, stride=6, bottleneck=8, hidden=8, skip_channels=8, conv_kernel=4,
+             n_layers=2, n_repeats=2, mask="relu", encoder_activation="linear"),
+        dict(n_filters=8, kernel_size=4, bottleneck=4, hidden=6, skip_channels=4, conv_kernel=1, n_layers=1,
+             n_repeats=2),
+    ],
     "DPRNNTasNet": [
         dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=2),
         dict(n_filters=8, kernel_size=5, stride=2, hidden=7, chunk_size=6, hop_size=2, n_blocks=1, mask="softmax",
@@ -44,8 +54,11 @@ def random_blocks(n: int, rng: np.random.Generator) -> list[int]:
             sizes += [1] * int(rng.integers(1, 40))
         else:
             sizes.append(int(rng.integers(2, 60 if kind == 1 else 2000)))
+    while sum(sizes) - sizes[-1] >= n:  # a run of 1-sample blocks may overshoot by more than one block
+        sizes.pop()
     sizes[-1] -= sum(sizes) - n
-    return [s for s in sizes if s > 0]
+    assert sum(sizes) == n and min(sizes) > 0
+    return sizes
 
 
 def stream(model: MaskingModel, x: np.ndarray, sizes: list[int], *, after_push=None) -> np.ndarray:
@@ -114,30 +127,71 @@ def forget_dual_path_state(s: StreamingSeparator) -> None:
     m.lstm_state = [None] * len(m.lstm_state)
 
 
-def test_resetting_the_carried_state_between_blocks_breaks_equality():
-    model = tiny("DPRNNTasNet", 0)
+def forget_tcn_state(s: StreamingSeparator) -> None:
+    """Test-only: drop what TCNStream carries between pushes (cLN sums, the depthwise convs' past inputs)."""
+    m = s.masker
+    for norm in [m.in_norm, *(n for pair in m.block_norms for n in pair)]:
+        norm.reset()
+    for line in m.history:
+        line.reset()
+
+
+FORGET = {"DPRNNTasNet": forget_dual_path_state, "ConvTasNet": forget_tcn_state}
+
+
+@pytest.mark.parametrize("name", STREAMABLE)
+def test_resetting_the_carried_state_between_blocks_breaks_equality(name):
+    model = tiny(name, 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(4000).astype(np.float32)
-    sizes = [160] * 25  # every push completes a chunk or two
+    sizes = [160] * 25  # every push completes a chunk or two (DPRNN), 40 or 80 frames (Conv-TasNet)
     expected = offline(model, x)
     np.testing.assert_allclose(stream(model, x, sizes), expected, rtol=0, atol=TOL)  # the control
-    forgetful = stream(model, x, sizes, after_push=forget_dual_path_state)
+    forgetful = stream(model, x, sizes, after_push=FORGET[name])
     assert np.abs(forgetful - expected).max() > 100 * TOL
 
 
+def test_forgetting_only_the_depthwise_inputs_or_only_the_norms_breaks_equality():
+    """Each piece of TCNStream's state matters on its own (not only all of it together)."""
+    model = tiny("ConvTasNet", 0)
+    x = np.random.default_rng(1).standard_normal(4000).astype(np.float32)
+    expected = offline(model, x)
+
+    def forget_history(s):
+        for line in s.masker.history:
+            line.reset()
+
+    def forget_block_norms(s):
+        for pair in s.masker.block_norms:
+            for norm in pair:
+                norm.reset()
+
+    def forget_input_norm(s):
+        s.masker.in_norm.reset()
+
+    for forget in (forget_history, forget_block_norms, forget_input_norm):
+        out = stream(model, x, [160] * 25, after_push=forget)
+        assert np.abs(out - expected).max() > 100 * TOL, forget.__name__
+
+
 @pytest.mark.parametrize(
-    "config,why",
+    "cls,config,why",
     [
-        (dict(causal=False), "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
-        (dict(causal=False, norm="cln"), "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
+        (DPRNNTasNet, dict(causal=False), "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
+        (DPRNNTasNet, dict(causal=False, norm="cln"),
+         "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
+        (ConvTasNet, dict(causal=False),
+         "its depthwise convolutions are padded on both sides and gLN looks at the whole input"),
+        (ConvTasNet, dict(causal=False, norm="cln"), "its depthwise convolutions are padded on both sides"),
+        (ConvTasNet, dict(causal=False, norm="cln", conv_kernel=1), "its config says causal: false"),
     ],
-)
-def test_non_causal_model_is_refused_in_one_line(config, why):
-    model = DPRNNTasNet(DPRNNConfig(**{**TINY["DPRNNTasNet"][0], **config}))
+)  # fmt: skip
+def test_non_causal_model_is_refused_in_one_line(cls, config, why):
+    model = cls(cls.config_class(**{**TINY[cls.model_name][0], **config}))
     with pytest.raises(DnnsepError) as err:
         StreamingSeparator(model)
     message = str(err.value)
-    assert message == f"DPRNNTasNet: not causal ({why}); train a causal model (conf/causal.yaml)"
+    assert message == f"{cls.model_name}: not causal ({why}); train a causal model (conf/causal.yaml)"
     assert "\n" not in message
 
 
@@ -148,7 +202,9 @@ def test_a_model_without_an_adapter_is_refused():
         def make_separator(self, config):
             return nn.Identity()
 
-    with pytest.raises(DnnsepError, match=r"^Fake: no streaming adapter \(models that stream: DPRNNTasNet"):
+    with pytest.raises(
+        DnnsepError, match=r"^Fake: no streaming adapter \(models that stream: ConvTasNet, DPRNNTasNet\)$"
+    ):
         StreamingSeparator(Fake(DPRNNConfig(causal=True, **TINY["DPRNNTasNet"][0])))
 
 
@@ -166,19 +222,27 @@ def test_latency_is_the_configs_and_the_model_looks_no_further(name, i):
         np.testing.assert_allclose(offline(model, y)[:, : p - latency], offline(model, x)[:, : p - latency], atol=1e-6)
 
 
-def offline_work(model: DPRNNTasNet, n: int) -> dict[str, int]:
-    """Frames and chunks the offline pass computes for n samples."""
+def offline_frames(model: MaskingModel, n: int) -> int:
+    """Encoder frames the offline pass computes for n samples."""
     config = model.config
     padded, _ = pad_signal(torch.zeros(1, n), kernel_size=config.kernel_size, stride=config.stride)
-    frames = (padded.shape[-1] - config.kernel_size) // config.stride + 1
+    return (padded.shape[-1] - config.kernel_size) // config.stride + 1
+
+
+def offline_work(model: MaskingModel, n: int) -> dict[str, int]:
+    """The masker's work in the offline pass for n samples, in its adapter's ``counts``."""
+    frames = offline_frames(model, n)
+    if isinstance(model, ConvTasNet):
+        return {"frames": frames, "block_frames": frames * len(model.separator.blocks)}
+    config = model.config
     chunks = segment(torch.zeros(frames, 1, 1), chunk_size=config.chunk_size, hop_size=config.hop_size).shape[1]
     return {"frames": frames, "chunks": chunks}
 
 
-@pytest.mark.parametrize("i", range(len(TINY["DPRNNTasNet"])))
-def test_compute_per_second_is_the_offline_passs(i):
-    """Counted, not timed: every frame encoded, bottlenecked and decoded once, every chunk run once."""
-    model = tiny("DPRNNTasNet", i)
+@pytest.mark.parametrize("name,i", CASES)
+def test_compute_per_second_is_the_offline_passs(name, i):
+    """Counted, not timed: every frame encoded, through the masker and decoded once, no chunk or block twice."""
+    model = tiny(name, i)
     rng = np.random.default_rng(i)
     for n, sizes in [(8000, None), (8000, [1] * 8000), (16000, [320] * 50), (16001, [16001])]:
         s = StreamingSeparator(model)
@@ -187,8 +251,10 @@ def test_compute_per_second_is_the_offline_passs(i):
         s.flush()
         work, expected = s.work, offline_work(model, n)
         assert work["encoded_frames"] == work["decoded_frames"] == work["frames"] == expected["frames"]
-        assert work["chunks"] <= 1.2 * expected["chunks"]
-        assert work["chunks"] == expected["chunks"]  # in fact: none recomputed
+        assert set(s.masker.counts) == set(expected)
+        for key, count in expected.items():
+            assert work[key] <= 1.2 * count, key
+            assert work[key] == count, key  # in fact: none recomputed
 
 
 def test_bad_blocks_and_calls():

@@ -22,7 +22,7 @@ applies the masks, overlap-adds the decoder's output, and emits each sample ``la
 after it came in.  The masker is the model's own business: an adapter registered per model
 (:data:`ADAPTERS`) runs it incrementally, following the :class:`MaskerStream` protocol.
 
-Adding a model (Conv-TasNet's TCN, say): write a :class:`MaskerStream` in
+Adding a model: write a :class:`MaskerStream` in
 :mod:`dnnsep.models.incremental` and add it to :data:`ADAPTERS` under the model's ``model_name``;
 ``tests/test_streaming.py`` then checks it against the offline model (give it a tiny config there).
 """
@@ -36,7 +36,7 @@ import torch
 
 from .errors import DnnsepError
 from .models.base import MaskingModel
-from .models.incremental import DualPathStream
+from .models.incremental import DualPathStream, TCNStream
 
 
 class MaskerStream(Protocol):
@@ -66,8 +66,8 @@ class MaskerStream(Protocol):
     def flush(self) -> torch.Tensor: ...
 
 
-# model_name -> its masker's adapter.  ConvTasNet: not yet (its TCN masker is being written).
-ADAPTERS: dict[str, type] = {"DPRNNTasNet": DualPathStream}
+# model_name -> its masker's adapter
+ADAPTERS: dict[str, type] = {"ConvTasNet": TCNStream, "DPRNNTasNet": DualPathStream}
 
 
 def check_streamable(model: MaskingModel) -> type:

@@ -11,8 +11,9 @@ The pieces a causal masker carries between calls:
   blocks' cLN sums carried from chunk to chunk, and the overlap-add's partial sums of the frames
   the next chunk still covers.
 
-Conv-TasNet's adapter goes here too (its TCN: each left-padded dilated depthwise conv keeps its
-last ``(conv_kernel - 1) * dilation`` inputs; its cLN over time is a :class:`RunningNorm`).
+- :class:`TCNStream`: Conv-TasNet's TCN masker; every frame goes through the network once, as soon
+  as it is encoded, with each block's left-padded dilated depthwise conv carrying its last
+  ``(conv_kernel - 1) * dilation`` inputs and every cLN (the input norm, two per block) its sums.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .conv_ops import prelu
 from .dual_path import DualPathSeparator
 from .norms import CumulativeLayerNorm
+from .tcn import TCN, ConvBlock, pointwise
 
 
 class RunningNorm:
@@ -31,7 +34,8 @@ class RunningNorm:
     every axis but batch and time); here the sums up to the last step seen are carried, in float64
     as torch's CPU ``cumsum`` accumulates, so each piece gets the statistics the whole would.
 
-    Shape: x (..., channels), time along ``time_dim``, batch along ``batch_dim`` -> same.
+    Shape: x (..., channels), or channels along ``channel_dim``; time along ``time_dim``, batch along
+    ``batch_dim`` -> same.
     """
 
     def __init__(self, norm: CumulativeLayerNorm):
@@ -42,11 +46,13 @@ class RunningNorm:
         """Forget the past: the next step is step 0."""
         self.steps, self.sums, self.squares = 0, 0.0, 0.0
 
-    def __call__(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> torch.Tensor:
-        scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim)
+    def __call__(self, x: torch.Tensor, *, batch_dim: int, time_dim: int, channel_dim: int = -1) -> torch.Tensor:
+        scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim, channel_dim=channel_dim)
         return torch.addcmul(shift, x, scale)
 
-    def scale_shift(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def scale_shift(
+        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, channel_dim: int = -1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``norm(x) == x * scale + shift`` for the next ``x.shape[time_dim]`` steps; advances the sums."""
         dims = [d for d in range(x.dim()) if d not in (batch_dim, time_dim)]
         steps = x.shape[time_dim]
@@ -61,8 +67,9 @@ class RunningNorm:
         self.steps += steps
         mean = sums.to(x.dtype) / count
         var = (squares.to(x.dtype) / count - mean.pow(2)).clamp_min(0)
-        scale = torch.rsqrt(var + self.norm.eps) * self.norm.gain
-        return scale, self.norm.bias - mean * scale
+        gain, bias = self.norm.affine(x.dim(), channel_dim)
+        scale = torch.rsqrt(var + self.norm.eps) * gain
+        return scale, bias - mean * scale
 
 
 class DualPathStream:
@@ -179,3 +186,136 @@ class DualPathStream:
         if sep.mask == "relu":
             return F.relu(m)
         return torch.softmax(m, dim=1)
+
+
+class TCNStream:
+    """:class:`TCN` (causal) on a stream of encoder frames; see :class:`dnnsep.streaming.MaskerStream`.
+
+    Causal, every layer looks back only: the 1x1 convs and PReLUs work frame by frame, each
+    depthwise conv reads its last ``(P-1) * dilation`` inputs, and each cLN's statistics at a frame
+    are sums over the frames up to it.  So a pushed frame's mask is final at once (no look-ahead in
+    frames: the model's ``latency`` is the encoder window's), and each push runs all its frames
+    through the network together, layer by layer, as the offline pass runs the whole input.
+
+    Carried: the input cLN's sums and each block's two (over frames), and per block its depthwise
+    conv's last ``(P-1) * dilation`` inputs (the normalised hidden frames, a :class:`DelayLine`; at
+    first zeros, the offline pass's left padding).  Nothing is recomputed: ``counts`` has the frames through the
+    network and through its blocks (``frames * n_blocks`` offline).
+
+    Shape: push: encoder frames (1, n_filters, frames) -> masks (1, n_sources, n_filters, frames).
+    """
+
+    @staticmethod
+    def not_causal(separator: TCN) -> str | None:
+        """Why this masker looks ahead (so cannot stream), or None."""
+        why = []
+        if any(block.left != _span(block.depthwise) for block in separator.blocks):
+            why.append("its depthwise convolutions are padded on both sides")
+        norms = [separator.norm] + [n for block in separator.blocks for n in (block.norm_in, block.norm_out)]
+        if not all(isinstance(n, CumulativeLayerNorm) for n in norms):
+            why.append("gLN looks at the whole input")
+        return " and ".join(why) or None
+
+    def __init__(self, separator: TCN):
+        self.sep = separator
+        self.in_norm = RunningNorm(separator.norm)
+        self.block_norms = [(RunningNorm(b.norm_in), RunningNorm(b.norm_out)) for b in separator.blocks]
+        self.history = [DelayLine(b.depthwise.weight, b.depthwise.in_channels, b.left) for b in separator.blocks]
+        n_filters = separator.mask_conv.out_channels // separator.n_sources
+        self.none = separator.mask_conv.weight.new_zeros(1, separator.n_sources, n_filters, 0)
+        self.counts = {"frames": 0, "block_frames": 0}  # work done: frames through the network, and its blocks
+
+    def push(self, w: torch.Tensor) -> torch.Tensor:
+        sep = self.sep
+        frames = w.shape[-1]
+        if frames == 0:
+            return self.none
+        x = pointwise(sep.bottleneck, _normed(self.in_norm, w))  # (1, bottleneck, frames)
+        skips = None
+        for i, block in enumerate(sep.blocks):
+            out = self._block(i, block, x)  # (1, residual + skip channels, frames)
+            residual, skip = out.split([block.residual_channels, out.shape[1] - block.residual_channels], dim=1)
+            skips = skip if skips is None else skips.add_(skip)  # in place: out is not read again
+            if block.residual_channels:
+                x = x + residual
+        self.counts["frames"] += frames
+        self.counts["block_frames"] += frames * len(sep.blocks)
+        return sep.head(skips)  # (1, n_sources, n_filters, frames)
+
+    def flush(self) -> torch.Tensor:
+        """Nothing left: every pushed frame's mask has been returned."""
+        return self.none
+
+    def _block(self, i: int, block: ConvBlock, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`ConvBlock.forward` on the next frames, its cLN sums and depthwise inputs carried.
+
+        Shape: (1, bottleneck, frames) -> (1, residual + skip channels, frames).
+        """
+        norm_in, norm_out = self.block_norms[i]
+        y = prelu(pointwise(block.in_conv, x), block.prelu_in.weight)  # (1, hidden, frames)
+        y = self._depthwise(i, block.depthwise, _normed(norm_in, y))  # (1, hidden, frames)
+        return pointwise(block.out_conv, _normed(norm_out, prelu(y, block.prelu_out.weight)))
+
+    def _depthwise(self, i: int, conv: torch.nn.Conv1d, y: torch.Tensor) -> torch.Tensor:
+        """The causal depthwise conv on the next frames: ``out[t] = bias + sum_k w[k] * y[t - (P-1-k) * d]``.
+
+        The taps in :func:`~dnnsep.models.conv_ops.depthwise_conv`'s order (the current frame's first),
+        over the carried inputs followed by ``y``.  Shape: (1, hidden, frames) -> same.
+        """
+        frames, dilation = y.shape[-1], conv.dilation[0]
+        z = self.history[i].extend(y)  # (1, hidden, span + frames): the last span inputs, then y
+        weight = conv.weight[:, 0]  # (hidden, P)
+        last = weight.shape[-1] - 1  # the tap on the current frame
+        out = (y * weight[:, last:]).add_(conv.bias[:, None])
+        for k in range(last):
+            out.addcmul_(z[..., k * dilation : k * dilation + frames], weight[:, k : k + 1])
+        return out
+
+
+class DelayLine:
+    """The last ``span`` frames of a stream of ``(1, channels, frames)`` tensors, zeros before its start.
+
+    :meth:`extend` returns them followed by the new frames, one contiguous view of a buffer that has
+    room for more: each frame is copied in once, and the last ``span`` moved to the front once the
+    room is used up (so about once per ``span`` frames at most), instead of a concatenation of the
+    whole ``span`` at every push.
+    """
+
+    def __init__(self, like: torch.Tensor, channels: int, span: int):
+        self.span, self.room = span, max(span, 64)  # frames kept, and frames of room after them
+        self.buffer = like.new_zeros(1, channels, span + self.room)  # (1, channels, span + room)
+        self.end = span  # the buffer's frames before `end` are the stream's last
+
+    def extend(self, y: torch.Tensor) -> torch.Tensor:
+        """Shape: y (1, channels, frames) -> (1, channels, span + frames), the ``span`` frames before y then y."""
+        frames, span = y.shape[-1], self.span
+        if span == 0:
+            return y
+        if self.end + frames > self.buffer.shape[-1]:  # out of room: the last span frames to the front
+            past = self.buffer[..., self.end - span : self.end].clone()
+            if span + frames > self.buffer.shape[-1]:
+                self.buffer = y.new_empty(1, y.shape[1], span + max(frames, self.room))
+            self.buffer[..., :span] = past
+            self.end = span
+        self.buffer[..., self.end : self.end + frames] = y
+        self.end += frames
+        return self.buffer[..., self.end - span - frames : self.end]
+
+    def reset(self) -> None:
+        """Forget the past: zeros again (the offline pass's left padding)."""
+        self.buffer = torch.zeros_like(self.buffer)
+        self.end = self.span
+
+
+def _span(conv: torch.nn.Conv1d) -> int:
+    """The frames a conv reaches back (or ahead): ``(P-1) * dilation``."""
+    return (conv.kernel_size[0] - 1) * conv.dilation[0]
+
+
+def _normed(norm: RunningNorm, x: torch.Tensor) -> torch.Tensor:
+    """A cLN over the next frames of a channels-first tensor, as :mod:`.tcn` applies it offline.
+
+    Shape: (1, channels, frames) -> same.
+    """
+    scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)
+    return (x * scale).add_(shift)

@@ -48,12 +48,17 @@ class _ChannelLastNorm(nn.Module):
         Both are at least float32: half-precision inputs are cast up before their moments are taken.
         """
         mean, var = self.moments(at_least_float32(x), batch_dim=batch_dim, time_dim=time_dim)
-        gain, bias = self.gain, self.bias
-        if channel_dim % x.dim() != x.dim() - 1:  # (channels,) -> (channels, 1, ...) to broadcast along channel_dim
-            trailing = (1,) * (x.dim() - 1 - channel_dim % x.dim())
-            gain, bias = gain.view(-1, *trailing), bias.view(-1, *trailing)
+        gain, bias = self.affine(x.dim(), channel_dim)
         scale = torch.rsqrt(var + self.eps) * gain
         return scale, bias - mean * scale
+
+    def affine(self, ndim: int, channel_dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gain`` and ``bias`` shaped to broadcast along ``channel_dim`` of an ``ndim``-axis tensor."""
+        gain, bias = self.gain, self.bias
+        if channel_dim % ndim != ndim - 1:  # (channels,) -> (channels, 1, ...) to broadcast along channel_dim
+            trailing = (1,) * (ndim - 1 - channel_dim % ndim)
+            gain, bias = gain.view(-1, *trailing), bias.view(-1, *trailing)
+        return gain, bias
 
     def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

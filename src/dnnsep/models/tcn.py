@@ -178,7 +178,6 @@ class TCN(nn.Module):
         self.mask_conv = nn.Conv1d(skip_channels, n_sources * in_channels, 1)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        batch, channels, frames = w.shape
         x = normed_pointwise(self.bottleneck, self.norm, w)  # (batch, bottleneck, frames)
         skips, owned = None, False
         for block in self.blocks:
@@ -193,8 +192,16 @@ class TCN(nn.Module):
                 skips, owned = skips + skip, True
             if block.residual_channels:
                 x = x + residual  # not in place: the next block saves x
+        return self.head(skips)
+
+    def head(self, skips: torch.Tensor) -> torch.Tensor:
+        """PReLU on the summed skips, the 1x1 conv to one mask per source and filter, the mask non-linearity.
+
+        Shape: skips (batch, skip_channels, frames) -> masks (batch, n_sources, in_channels, frames).
+        """
+        batch, _, frames = skips.shape
         scores = pointwise(self.mask_conv, prelu(skips, self.prelu.weight))  # (batch, n_sources * channels, frames)
-        scores = scores.view(batch, self.n_sources, channels, frames)  # split the sources
+        scores = scores.view(batch, self.n_sources, -1, frames)  # split the sources
         if self.mask == "softmax":
             return torch.softmax(scores, dim=1)
         return torch.sigmoid(scores) if self.mask == "sigmoid" else F.relu(scores)
