@@ -130,7 +130,7 @@ def main() -> int:
     for name, latency, block_p99 in [("this pass-through model", engine.latency, p99), default_model(args, block)]:
         total = latency * ms + args.block_ms + block_p99
         print(f"end to end on a device, {name}: latency {latency * ms:.1f} ms + one block {args.block_ms:g} ms "
-              f"+ p99 processing {block_p99:.1f} ms (1 thread) = {total:.1f} ms, plus the sound card's buffers")  # fmt: skip
+              f"+ p99 processing {block_p99:.1f} ms (1 thread) = {total:.1f} ms + the sound card")  # fmt: skip
     return 0
 
 
