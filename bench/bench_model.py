@@ -39,10 +39,11 @@ import time
 
 import torch
 
+from dnnsep import models
 from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
-from dnnsep.models import ConvTasNet, ConvTasNetConfig, DPRNNConfig, DPRNNTasNet
 
+DPRNNConfig, ConvTasNetConfig = models.get("dprnn_tasnet").config_class, models.get("conv_tasnet").config_class
 CONFIGS = {
     "dprnn_tasnet": {"default": DPRNNConfig(), "paper": DPRNNConfig(n_blocks=6)},
     "conv_tasnet": {"paper": ConvTasNetConfig()},
@@ -51,12 +52,13 @@ SR = 16000
 LONG_SECONDS = 60.0
 
 
-def build(kind: str, config: DPRNNConfig | ConvTasNetConfig) -> torch.nn.Module:
+def build(kind: str, config: models.ModelConfig) -> torch.nn.Module:
     """``ours``, ``int8`` (ours, dynamically quantised) or ``asteroid``, in eval mode."""
     torch.manual_seed(0)
+    ours = next(models.get(name) for name in models.names() if isinstance(config, models.get(name).config_class))
     if isinstance(config, ConvTasNetConfig):
         if kind != "asteroid":
-            return ConvTasNet(config).eval()
+            return ours(config).eval()
         from asteroid.models import ConvTasNet as AsteroidConvTasNet
 
         return AsteroidConvTasNet(
@@ -90,7 +92,7 @@ def build(kind: str, config: DPRNNConfig | ConvTasNetConfig) -> torch.nn.Module:
             n_repeats=config.n_blocks,
             mask_act=config.mask,
         ).eval()
-    model = DPRNNTasNet(config).eval()
+    model = ours(config).eval()
     if kind == "int8":
         import warnings
 

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from dnnsep import DPRNNConfig, DPRNNTasNet
+from dnnsep import models
 
 SR = 16000
 
@@ -75,9 +75,9 @@ def main() -> int:
         if model is None:
             torch.manual_seed(0)
             model = str(Path(tmp) / "default.pth")
-            DPRNNTasNet(DPRNNConfig()).save(model)
+            models.get("dprnn_tasnet")().save(model)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        print(f"model {model if args.model else 'DPRNNConfig() (random weights)'}; {args.threads} threads; "
+        print(f"model {model if args.model else 'the default DPRNN-TasNet (random weights)'}; {args.threads} threads; "
               f"chunks of {args.chunk_seconds:g} s, overlap {args.overlap:g}", flush=True)  # fmt: skip
         print(f"{'minutes':>8} {'peak RSS MB':>12} {'wall s':>9} {'s / audio min':>14}", flush=True)
         for minutes in args.minutes:
