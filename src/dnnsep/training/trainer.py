@@ -113,6 +113,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
         self.progress = Progress()
+        self._deadline: float | None = None  # perf_counter time at which fit(max_seconds=) pauses
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.events: list[list[Any]] = []  # [epoch, label]: lr halvings, the stop
         self.sampler = EpochBatchSampler(
@@ -181,14 +182,22 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
-        """Train until the last epoch, early stopping or ``stop_after_epoch``; return a summary."""
+    def fit(self, *, max_seconds: float | None = None) -> dict[str, Any]:
+        """Train until the last epoch, early stopping or ``stop_after_epoch``; return a summary.
+
+        ``max_seconds``: also pause (``last.pth`` written, resumable mid-epoch) at the first step that
+        ends after this many seconds of this call (time slices, e.g. bench/bench_quality.py).
+        """
         cfg, p = self.cfg, self.progress
+        self._deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         try:
             if p.stopped:
                 self.log.info(f"nothing to do: training had ended ({p.stopped})")
             while p.stopped is None and p.epoch < cfg.epochs:
-                self._train_epoch()
+                if not self._train_epoch():
+                    self._save_last()
+                    self.log.info(f"paused after {max_seconds:g} s (epoch {p.epoch + 1}, step {p.step})")
+                    break
                 self._end_epoch()
                 if p.stopped is None and cfg.stop_after_epoch is not None and p.epoch >= cfg.stop_after_epoch:
                     self.log.info(
@@ -207,7 +216,8 @@ class Trainer:
             "nonfinite_total": p.nonfinite_total,
         }
 
-    def _train_epoch(self) -> None:
+    def _train_epoch(self) -> bool:
+        """Train the rest of this epoch; False if the deadline of :meth:`fit` stopped it first."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch  # 0-based index of the epoch being trained
         self.sampler.set_epoch(epoch, start_step=p.step)
@@ -243,6 +253,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{p.loss_sum / p.loss_count:.3f}", refresh=False)
                 if cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and p.step < total:
                     self._save_last()
+                if self._deadline is not None and p.step < total and time.perf_counter() > self._deadline:
+                    return False
+        return True
 
     def _step(self, mixture: torch.Tensor, sources: torch.Tensor) -> None:
         """One optimizer step on ``mixture (batch, time)`` and ``sources (batch, n_sources, time)``."""
@@ -250,12 +263,14 @@ class Trainer:
         sources = sources.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             estimates = self.ddp(mixture)  # (batch, n_sources, time)
-        loss = pit_si_sdr(estimates.float(), sources).loss
+        loss = pit_si_sdr(estimates.float(), sources, threshold_db=self.cfg.loss_threshold).loss
         if not distributed.all_true(bool(torch.isfinite(loss)), self.dist, self.device):
             self.optimizer.zero_grad(set_to_none=True)  # all processes skip together: no backward, no all-reduce
             return self._nonfinite("loss")
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.progress.global_step)
         max_norm = self.cfg.clip_grad_norm or math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if not self.amp and not torch.isfinite(norm):  # (with amp, the scaler skips such steps itself)
@@ -268,6 +283,22 @@ class Trainer:
         p.loss_sum += loss.item()
         p.loss_count += 1
         p.nonfinite_run = 0
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based, over all epochs).
+
+        ``lr`` times ``lr_factor`` per plateau halving so far, times ``(step + 1) / warmup_steps``
+        during the warm-up, times ``(1 + cos(pi * step / total_steps)) / 2`` with the cosine schedule.
+        """
+        cfg = self.cfg
+        halvings = sum(1 for _, label in self.events if str(label).startswith("lr "))
+        lr = cfg.lr * cfg.lr_factor**halvings
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            lr *= (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            total = cfg.epochs * self.sampler.steps_per_epoch()
+            lr *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return lr
 
     def _nonfinite(self, what: str) -> None:
         p = self.progress
@@ -339,10 +370,11 @@ class Trainer:
             self._save_best(valid_loss, valid_improvement)
             note = "  (best)"
         elif action == "halve":
-            for group in self.optimizer.param_groups:
-                group["lr"] *= cfg.lr_factor
-            new_lr = self.optimizer.param_groups[0]["lr"]
+            halvings = 1 + sum(1 for _, label in self.events if str(label).startswith("lr "))
+            new_lr = cfg.lr * cfg.lr_factor**halvings  # the next steps' (before warm-up or cosine factors)
             self.events.append([epoch, f"lr {new_lr:.2g}"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(p.global_step)
             note = f"  (no improvement for {self.plateau.bad_epochs} epochs: lr -> {new_lr:.3g})"
         elif action == "stop":
             p.stopped = (
@@ -500,7 +532,11 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
             )
         if split == "train":
             data = MixtureDataset(
-                path, dynamic_mixing=cfg.dynamic_mixing, seed=cfg.seed, segment_seconds=cfg.segment_seconds
+                path,
+                dynamic_mixing=cfg.dynamic_mixing,
+                seed=cfg.seed,
+                segment_seconds=cfg.segment_seconds,
+                speed_perturb=cfg.speed_perturb,
             )
         else:
             data = MixtureDataset(path)
