@@ -415,3 +415,7 @@ def test_fit_max_seconds_pauses_mid_epoch_and_resumes_exactly(tmp_path, monkeypa
     assert progress["epoch"] == 0 and 0 < progress["step"] < 3
     resumed = train(cfg, tmp_path / "b", resume=last, **data())
     assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    asked = []
+    monkeypatch.setattr(trainer_module.Trainer, "fit", lambda self, max_seconds=None: asked.append(max_seconds))
+    train(tiny(max_minutes=0.5), tmp_path / "c", **data())  # the config's max_minutes reaches fit
+    assert asked == [30.0]

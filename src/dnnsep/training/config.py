@@ -43,12 +43,14 @@ from ..errors import DnnsepError
 from ..models.base import DATA_OPTIONS
 
 # Keys that may differ when a run is resumed: where the data is and how this machine runs it.
-RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite")
+RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite",
+                "max_minutes")  # fmt: skip
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("plateau", "cosine")
 # Keys added after the first checkpoints were written, with the value that means "as before": a saved
 # config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
-ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau"}
+ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
+              "max_minutes": None}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 
@@ -96,6 +98,9 @@ class TrainConfig:
     amp: bool = _key("mixed precision (CUDA only)")
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
     stop_after_epoch: Optional[int] = _key("pause (resumably) after this epoch; null: run to the end")
+    max_minutes: Optional[float] = _key(
+        "pause (resumably, mid-epoch) after this many minutes of training; null: no limit"
+    )
     max_nonfinite: int = _key("stop after this many non-finite losses in a row")
 
     # -------------------------------------------------------------------------------------------
@@ -144,6 +149,8 @@ class TrainConfig:
                 raise DnnsepError(f"{source}: {name} must not be negative, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 < self.lr_factor < 1:
             raise DnnsepError(f"{source}: need lr > 0 and 0 < lr_factor < 1, got {self.lr} and {self.lr_factor}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
         if not 0 <= self.speed_perturb < 0.5:

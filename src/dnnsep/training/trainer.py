@@ -567,6 +567,6 @@ def train(
         trainer = Trainer(
             cfg, out_dir, resume=resume, train_set=train_set, valid_set=valid_set, dist=dist, device=device
         )
-        return trainer.fit()
+        return trainer.fit(max_seconds=None if cfg.max_minutes is None else 60 * cfg.max_minutes)
     finally:
         distributed.shutdown()
