@@ -1,6 +1,8 @@
-"""CPU speed and memory of DPRNN-TasNet, ours against asteroid's when it is importable.
+"""CPU speed and memory of DPRNN-TasNet or Conv-TasNet, ours against asteroid's when it is importable.
 
-Measures, for the seed recipe's config (B=3) and the paper's (B=6), on ``--threads`` threads:
+Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3) and the paper's
+(B=6), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8, R=3, Sc=128,
+gLN, sigmoid), on ``--threads`` threads:
 parameter count; real-time factor (seconds of compute per second of audio) for a 5 s mixture;
 time and peak memory for one pass over a 60 s mixture (no warm-up: what a user separating one file
 sees); seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Every
@@ -22,6 +24,7 @@ asteroid is never a dependency; to compare, install it into a scratch venv that 
     /tmp/astvenv/bin/pip install --no-deps asteroid==0.7.0 asteroid-filterbanks==0.4.0
     /tmp/astvenv/bin/pip install scipy huggingface_hub
     /tmp/astvenv/bin/python bench/bench_model.py --threads 2
+    /tmp/astvenv/bin/python bench/bench_model.py --threads 2 --model conv_tasnet
 """
 
 from __future__ import annotations
@@ -36,18 +39,42 @@ import time
 
 import torch
 
-from dnnsep import DPRNNConfig, DPRNNTasNet
 from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
+from dnnsep.models import ConvTasNet, ConvTasNetConfig, DPRNNConfig, DPRNNTasNet
 
-CONFIGS = {"default": DPRNNConfig(), "paper": DPRNNConfig(n_blocks=6)}
+CONFIGS = {
+    "dprnn_tasnet": {"default": DPRNNConfig(), "paper": DPRNNConfig(n_blocks=6)},
+    "conv_tasnet": {"paper": ConvTasNetConfig()},
+}
 SR = 16000
 LONG_SECONDS = 60.0
 
 
-def build(kind: str, config: DPRNNConfig) -> torch.nn.Module:
+def build(kind: str, config: DPRNNConfig | ConvTasNetConfig) -> torch.nn.Module:
     """``ours``, ``int8`` (ours, dynamically quantised) or ``asteroid``, in eval mode."""
     torch.manual_seed(0)
+    if isinstance(config, ConvTasNetConfig):
+        if kind != "asteroid":
+            return ConvTasNet(config).eval()
+        from asteroid.models import ConvTasNet as AsteroidConvTasNet
+
+        return AsteroidConvTasNet(
+            config.n_sources,
+            n_blocks=config.n_layers,
+            n_repeats=config.n_repeats,
+            bn_chan=config.bottleneck,
+            hid_chan=config.hidden,
+            skip_chan=config.skip_channels,
+            conv_kernel_size=config.conv_kernel,
+            norm_type={"gln": "gLN", "cln": "cLN"}[config.norm],
+            causal=config.causal,
+            mask_act=config.mask,
+            kernel_size=config.kernel_size,
+            n_filters=config.n_filters,
+            stride=config.stride,
+            sample_rate=config.sample_rate,
+        ).eval()
     if kind == "asteroid":
         from asteroid.models import DPRNNTasNet as AsteroidDPRNN
 
@@ -81,13 +108,15 @@ def has_asteroid() -> bool:
     return True
 
 
-def time_part(kind: str, config_name: str, part: str, repeats: int, long_seconds: float) -> list[float]:
+def time_part(
+    kind: str, model_name: str, config_name: str, part: str, repeats: int, long_seconds: float
+) -> list[float]:
     """In this process: build one model, warm it up once, then time ``part`` ``repeats`` times (seconds).
 
     ``rtf``: one 5 s pass in inference mode; ``long``: one pass over ``long_seconds`` (no warm-up, as a
     user separating one file); ``train``: one training step on a batch of 4 x 2 s.
     """
-    model = build(kind, CONFIGS[config_name])
+    model = build(kind, CONFIGS[model_name][config_name])
     if part == "train":
         mix, refs = torch.randn(4, 2 * SR), torch.randn(4, 2, 2 * SR)
         optimizer = torch.optim.Adam(model.train().parameters(), lr=1e-3)
@@ -117,6 +146,7 @@ def time_part(kind: str, config_name: str, part: str, repeats: int, long_seconds
 def child(kind: str, config_name: str, part: str, args: argparse.Namespace) -> dict:
     """Run :func:`time_part` in a fresh process, so no model inherits another's heap or warm caches."""
     command = [sys.executable, __file__, "--child", f"{kind},{config_name},{part}", "--threads", str(args.threads)]
+    command += ["--model", args.model]
     command += ["--malloc", args.malloc, "--per_process", str(1 if part == "long" else args.per_process)]
     command += ["--long_seconds", str(args.long_seconds)]
     out = subprocess.run(command, capture_output=True, text=True)
@@ -152,7 +182,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes, models in turn")
     parser.add_argument("--per_process", type=int, default=3, help="timed runs per process after a warm-up")
-    parser.add_argument("--configs", default="default,paper", help="comma-separated: default, paper")
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="dprnn_tasnet")
+    parser.add_argument("--configs", help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet)")
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: rtf, long, train")
@@ -166,15 +197,21 @@ def main(argv=None) -> int:
     if args.child:
         kind, config_name, part = args.child.split(",")
         base = rss_mb()
-        times = time_part(kind, config_name, part, args.per_process, args.long_seconds)
+        times = time_part(kind, args.model, config_name, part, args.per_process, args.long_seconds)
         print(json.dumps({"times": times, "extra_mb": rss_mb(peak=True) - base}))
         return 0
+    configs = args.configs.split(",") if args.configs else list(CONFIGS[args.model])
+    unknown = sorted(set(configs) - set(CONFIGS[args.model]))
+    if unknown:
+        parser.error(f"--configs: {unknown} not among {args.model}'s: {', '.join(CONFIGS[args.model])}")
+    if args.int8 and args.model != "dprnn_tasnet":
+        parser.error("--int8 quantises LSTMs and linear layers: dprnn_tasnet only")
     skip = set(filter(None, args.skip.split(",")))
     kinds = ["ours"] + (["int8"] if args.int8 else []) + (["asteroid"] if has_asteroid() else [])
-    print(f"torch {torch.__version__}, {args.threads} threads, malloc {args.malloc}, models: {', '.join(kinds)}")
+    print(f"{args.model}: torch {torch.__version__}, {args.threads} threads, malloc {args.malloc}, {', '.join(kinds)}")
     results = {}
-    for config_name in args.configs.split(","):
-        config = CONFIGS[config_name]
+    for config_name in configs:
+        config = CONFIGS[args.model][config_name]
         r = results[config_name] = {
             "params": {k: sum(p.numel() for p in build(k, config).parameters()) for k in kinds if k != "int8"}
         }

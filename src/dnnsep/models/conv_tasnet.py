@@ -1,6 +1,17 @@
 """Conv-TasNet (Luo and Mesgarani, IEEE/ACM TASLP 2019): its config and its masker.
 
-(The masker, :class:`ConvTasNet`, is being written; the config is final.)
+The masker is the temporal convolutional network of :mod:`.tcn`.
+
+>>> import torch
+>>> config = ConvTasNetConfig(n_filters=16, kernel_size=4, bottleneck=8, hidden=16, skip_channels=8,
+...                           n_layers=2, n_repeats=1)
+>>> model = ConvTasNet(config)
+>>> model(torch.randn(3, 799)).shape  # (batch, time) -> (batch, n_sources, time)
+torch.Size([3, 2, 799])
+>>> model.separate(torch.randn(799)).shape  # (time,) -> (n_sources, time)
+torch.Size([2, 799])
+>>> model.config.dir_names()
+('N16_L4_B8_H16_P3_X2_R1', 'S2_Sc8_sigmoid_gln_noncausal_sr16k')
 """
 
 from __future__ import annotations
@@ -11,8 +22,7 @@ from torch import nn
 
 from .base import MaskingModel, ModelConfig
 from .norms import NORMS
-
-MASKS = ("sigmoid", "relu", "softmax")
+from .tcn import MASKS, TCN
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,9 @@ class ConvTasNetConfig(ModelConfig):
 
     @property
     def latency(self) -> int:
-        """Samples of look-ahead of a causal model: one window (the convolutions look back only)."""
-        return self.kernel_size
+        """Samples of look-ahead of a causal model: a window's last sample is ``L - 1`` after its first,
+        and the convolutions and cLN look back only."""
+        return self.kernel_size - 1
 
 
 class ConvTasNet(MaskingModel):
@@ -87,4 +98,16 @@ class ConvTasNet(MaskingModel):
     config_class = ConvTasNetConfig
 
     def make_separator(self, config: ConvTasNetConfig) -> nn.Module:
-        raise NotImplementedError("the TCN masker is being written")
+        return TCN(
+            in_channels=config.n_filters,
+            bottleneck=config.bottleneck,
+            hidden=config.hidden,
+            skip_channels=config.skip_channels,
+            kernel=config.conv_kernel,
+            n_layers=config.n_layers,
+            n_repeats=config.n_repeats,
+            n_sources=config.n_sources,
+            mask=config.mask,
+            norm=config.norm,
+            causal=config.causal,
+        )

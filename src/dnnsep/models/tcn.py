@@ -1,0 +1,200 @@
+"""The temporal convolutional network (TCN) masker of Conv-TasNet (Luo and Mesgarani, TASLP 2019).
+
+Input norm and a 1x1 bottleneck conv (N -> B); R repeats of X 1-D conv blocks of dilations 1, 2, ...,
+2**(X-1), each adding a residual to its input and a skip output to a running sum; PReLU on the summed
+skips, a 1x1 conv to one mask per source and filter, and the mask non-linearity.
+
+A 1-D conv block (Fig. 1C of the paper)::
+
+    x -> 1x1 conv B->H -> PReLU -> norm -> depthwise conv (kernel P, dilation d) -> PReLU -> norm
+      -> 1x1 conv H->B (residual, added to x) and 1x1 conv H->Sc (skip, summed over all blocks)
+
+The residual and skip convs run as one conv of ``B + Sc`` outputs (the same weights, one pass over
+the block's hidden tensor); the last block has no residual conv, since nothing reads its residual.
+Non-causal depthwise convs pad ``(P-1)*d`` zero frames evenly on both sides; causal ones pad on the
+left only and the norms are cumulative (cLN), so no frame depends on later frames.
+
+Speed on CPU (the same function, fewer passes over memory): tensors are channels first,
+``(batch, channels, frames)``, so a 1x1 conv is one batched matrix product with its bias as the
+addend (:func:`pointwise`); the depthwise conv and PReLU are the fast autograd functions of
+:mod:`.conv_ops`; and each gLN, one affine map per example and channel, is folded into the weights and
+bias of the linear layer after it (:func:`normed_pointwise`, :func:`normed_depthwise`) instead of
+being applied to the block's largest tensors.  cLN, whose statistics change from frame to frame, is
+applied as it is.
+
+>>> import torch
+>>> tcn = TCN(in_channels=16, bottleneck=8, hidden=12, skip_channels=6, kernel=3, n_layers=3, n_repeats=2,
+...           n_sources=3, mask="softmax", norm="gln", causal=False)
+>>> masks = tcn(torch.rand(2, 16, 250))  # (batch, in_channels, frames)
+>>> masks.shape  # (batch, n_sources, in_channels, frames)
+torch.Size([2, 3, 16, 250])
+>>> torch.allclose(masks.sum(1), torch.ones(2, 16, 250))  # softmax is across sources
+True
+>>> [block.depthwise.dilation[0] for block in tcn.blocks]
+[1, 2, 4, 1, 2, 4]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv_ops import depthwise_conv, prelu
+from .norms import NORMS, GlobalLayerNorm, make_norm
+
+MASKS = ("sigmoid", "relu", "softmax")
+
+
+def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A norm of :mod:`.norms` over a channels-first tensor.  Shape: (batch, channels, frames) -> same."""
+    scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)
+    return (x * scale).add_(shift)  # addcmul is several times slower when shift is (batch, channels, 1)
+
+
+def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv as one batched matrix product with the bias as its addend (faster than ``conv1d`` on CPU).
+
+    Shape: (batch, in_channels, frames) -> (batch, out_channels, frames).
+    """
+    weight = conv.weight[:, :, 0].expand(x.shape[0], -1, -1)  # (batch, out, in), a view
+    return torch.baddbmm(conv.bias[:, None], weight, x)
+
+
+def normed_pointwise(conv: nn.Conv1d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``pointwise(conv, norm(x))``; a gLN, one affine map per example and channel, is folded into the
+    conv's weights and bias instead of normalising ``x``: ``W (scale x + shift) + b = (W scale) x + (W shift + b)``.
+
+    Shape: (batch, in_channels, frames) -> (batch, out_channels, frames).
+    """
+    if not isinstance(norm, GlobalLayerNorm):
+        return pointwise(conv, _norm(norm, x))
+    scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, in, 1) each
+    weight = conv.weight[:, :, 0]  # (out, in)
+    bias = torch.baddbmm(conv.bias[:, None], weight.expand(len(x), -1, -1), shift)  # (batch, out, 1)
+    return torch.baddbmm(bias, weight * scale.transpose(1, 2), x)  # (batch, out, in) @ (batch, in, frames)
+
+
+def normed_depthwise(conv: nn.Conv1d, norm: nn.Module, y: torch.Tensor, *, left: int) -> torch.Tensor:
+    """The depthwise ``conv`` over ``norm(y)``, zero-padded ``left`` frames on the left and the rest of
+    ``(P-1) * dilation`` on the right; a gLN is folded into per-example weights and bias:
+    ``w (scale y + shift) + b = (w scale) y + (b + shift w)``, the shift only where w reads ``y``.
+
+    Shape: (batch, hidden, frames) -> same.
+    """
+    weight, bias = conv.weight.transpose(0, 1), conv.bias[:, None]  # (1, hidden, P), (hidden, 1)
+    if not isinstance(norm, GlobalLayerNorm):
+        return depthwise_conv(_norm(norm, y), weight, bias, dilation=conv.dilation[0], left=left)
+    scale, shift = norm.scale_shift(y, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, hidden, 1) each
+    tap_bias = shift * weight  # (batch, hidden, P)
+    bias = bias + tap_bias.sum(-1, keepdim=True)  # (batch, hidden, 1)
+    return depthwise_conv(y, weight * scale, bias, dilation=conv.dilation[0], left=left, tap_bias=tap_bias)
+
+
+class ConvBlock(nn.Module):
+    """One 1-D conv block: its residual and skip outputs, stacked along the channels.
+
+    Shape: x (batch, bottleneck, frames) -> (batch, bottleneck + skip_channels, frames), or
+    (batch, skip_channels, frames) for a block without a residual conv.
+    """
+
+    def __init__(
+        self,
+        *,
+        bottleneck: int,
+        hidden: int,
+        skip_channels: int,
+        kernel: int,
+        dilation: int,
+        norm: str,
+        causal: bool,
+        residual: bool = True,
+    ):
+        super().__init__()
+        self.in_conv = nn.Conv1d(bottleneck, hidden, 1)
+        self.prelu_in = nn.PReLU()
+        self.norm_in = make_norm(norm, hidden)
+        # holds the depthwise weights (hidden, 1, P); run by depthwise_conv, padded (P-1)*d frames in
+        # all: on the left when causal, else split evenly (the extra frame on the right when odd)
+        self.depthwise = nn.Conv1d(hidden, hidden, kernel, dilation=dilation, groups=hidden)
+        self.left = (kernel - 1) * dilation if causal else (kernel - 1) * dilation // 2
+        self.prelu_out = nn.PReLU()
+        self.norm_out = make_norm(norm, hidden)
+        self.residual_channels = bottleneck if residual else 0
+        self.out_conv = nn.Conv1d(hidden, self.residual_channels + skip_channels, 1)  # residual and skip convs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = prelu(pointwise(self.in_conv, x), self.prelu_in.weight)  # (batch, hidden, frames)
+        y = normed_depthwise(self.depthwise, self.norm_in, y, left=self.left)  # (batch, hidden, frames)
+        return normed_pointwise(self.out_conv, self.norm_out, prelu(y, self.prelu_out.weight))
+
+
+class TCN(nn.Module):
+    """The TCN masker: from the encoder's output to one mask per source.
+
+    Shape: (batch, in_channels, frames) -> masks (batch, n_sources, in_channels, frames).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        bottleneck: int,
+        hidden: int,
+        skip_channels: int,
+        kernel: int,
+        n_layers: int,
+        n_repeats: int,
+        n_sources: int,
+        mask: str,
+        norm: str,
+        causal: bool,
+    ):
+        super().__init__()
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if causal and norm != "cln":
+            raise ValueError(f"norm must be 'cln' for a causal TCN ('{norm}' looks ahead), got {norm!r}")
+        self.n_sources, self.mask = n_sources, mask
+        self.norm = make_norm(norm, in_channels)
+        self.bottleneck = nn.Conv1d(in_channels, bottleneck, 1)
+        n_blocks = n_layers * n_repeats
+        self.blocks = nn.ModuleList(
+            ConvBlock(
+                bottleneck=bottleneck,
+                hidden=hidden,
+                skip_channels=skip_channels,
+                kernel=kernel,
+                dilation=2 ** (i % n_layers),
+                norm=norm,
+                causal=causal,
+                residual=i < n_blocks - 1,
+            )
+            for i in range(n_blocks)
+        )
+        self.prelu = nn.PReLU()
+        self.mask_conv = nn.Conv1d(skip_channels, n_sources * in_channels, 1)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        batch, channels, frames = w.shape
+        x = normed_pointwise(self.bottleneck, self.norm, w)  # (batch, bottleneck, frames)
+        skips, owned = None, False
+        for block in self.blocks:
+            out = block(x)  # (batch, residual + skip channels, frames)
+            # split, not two slices: its backward is one concatenation, theirs zero-filled copies
+            residual, skip = out.split([block.residual_channels, out.shape[1] - block.residual_channels], dim=1)
+            if skips is None:
+                skips = skip
+            elif owned:  # nothing saves the running sum for backward: add in place
+                skips.add_(skip)
+            else:
+                skips, owned = skips + skip, True
+            if block.residual_channels:
+                x = x + residual  # not in place: the next block saves x
+        scores = pointwise(self.mask_conv, prelu(skips, self.prelu.weight))  # (batch, n_sources * channels, frames)
+        scores = scores.view(batch, self.n_sources, channels, frames)  # split the sources
+        if self.mask == "softmax":
+            return torch.softmax(scores, dim=1)
+        return torch.sigmoid(scores) if self.mask == "sigmoid" else F.relu(scores)
