@@ -128,9 +128,10 @@ def test_model_section_merges_over_extends_and_refuses_what_is_not_the_models(tm
 
 def test_mini_config_extends_default_and_carries_prepare_options():
     cfg = load_config(RECIPE / "conf" / "mini.yaml")
-    assert cfg.model["n_filters"] < 64 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.model["hidden"] < 256 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.max_minutes is not None and cfg.dynamic_mixing  # the 15-minute job's guard and its levers
     args = prepare_args(RECIPE / "conf" / "mini.yaml")
-    assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "dev-clean"]
+    assert args[:4] == ["--subsets", "train-clean-100", "dev-clean", "test-clean"]  # held-out test voices
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):
