@@ -127,3 +127,45 @@ def test_segment_seconds_crops_and_drops_short_mixtures(dataset_dir):
     assert mixture.shape == (24000,) and sources.shape == (2, 24000)
     with pytest.raises(DnnsepError, match="dynamic mixing needs fixed-length mixtures"):
         MixtureDataset(list_path(dataset_dir, 2, "valid"), dynamic_mixing=True)
+
+
+def test_change_length_plays_faster_and_higher_by_the_factor():
+    from dnnsep.data.dataset import change_length
+
+    sr, f0 = 16000, 400.0
+    for factor in (0.95, 1.05):
+        x = np.sin(2 * np.pi * f0 * np.arange(round(16000 * factor)) / sr)  # 1 s * factor of a tone
+        y = change_length(x, 16000)  # played at sr: lasts 1 s, so the tone is factor times higher
+        assert y.shape == (16000,) and y.dtype == np.float32
+        peak = np.argmax(np.abs(np.fft.rfft(y * np.hanning(16000)))) * sr / 16000  # 1-Hz bins
+        assert abs(peak - f0 * factor) <= 1.0, (factor, peak)
+        assert abs(np.sqrt(np.mean(y[500:-500] ** 2)) - np.sqrt(0.5)) < 0.02  # the level is kept
+
+
+def test_speed_perturbation_resamples_each_source_by_a_seeded_factor(dataset_dir):
+    path = list_path(dataset_dir, 2, "train")
+    plain = MixtureDataset(path, dynamic_mixing=True, seed=3)
+    ds = MixtureDataset(path, dynamic_mixing=True, seed=3, speed_perturb=0.05)
+    factors = [ds.speed_factors(i, 2) for i in range(len(ds))]
+    assert {f for pair in factors for f in pair} == {0.95, 1.0, 1.05}
+    assert plain.speed_factors(0, 2) == [1.0, 1.0]
+    ds.set_epoch(1)
+    assert [ds.speed_factors(i, 2) for i in range(len(ds))] != factors  # new factors every epoch
+    ds.set_epoch(0)
+    assert [MixtureDataset(path, speed_perturb=0.05, seed=3).speed_factors(i, 2) for i in range(3)] == factors[:3]
+    i = next(i for i, f in enumerate(factors) if f[0] == 1.05)
+    mixture, sources = ds[i]
+    assert sources.shape == plain[i][1].shape  # the segment length is unchanged ...
+    torch.testing.assert_close(mixture, sources.sum(0), rtol=0, atol=1e-6)
+    frames, specs = ds.spec(i)
+    src = specs[0]
+    audio, _ = sf.read(str(dataset_dir / src["path"]), dtype="float64")
+    start = max(0, min(src["start"], len(audio) - round(frames * 1.05)))
+    read = audio[start : start + round(frames * 1.05)]  # ... but 5 % more speech went into it
+    from dnnsep.data.dataset import change_length
+
+    expected = change_length(read, frames).astype(np.float64)
+    expected *= 10 ** ((ds.level_dbfs + src["gain_db"]) / 20) / np.sqrt(np.mean(expected**2))
+    np.testing.assert_allclose(sources[0].numpy(), expected, atol=2e-5)
+    with pytest.raises(DnnsepError):
+        MixtureDataset(path, speed_perturb=1.5)

@@ -1,6 +1,7 @@
 """SI-SDR against an independent float64 formula, and PIT for 2..5 sources."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -117,3 +118,31 @@ def test_hungarian_matches_brute_force_for_six_sources():
 def test_pit_rejects_wrong_shapes(est_shape, ref_shape):
     with pytest.raises(ValueError, match=r"\(batch, n_sources, time\)"):
         pit_si_sdr(torch.randn(est_shape), torch.randn(ref_shape))
+
+
+def test_thresholded_si_sdr_caps_the_score_and_shrinks_gradients_as_stated():
+    """SI-SDR_tau = 10 log10(|s_t|^2 / (|e|^2 + tau |s_t|^2)), tau = 10^(-thr/10): at most thr dB, and its
+    gradient is the plain one times 1 / (1 + 10^((SI-SDR - thr) / 10))."""
+    torch.manual_seed(0)
+    ref = torch.randn(3, 4000, dtype=torch.float64)
+    ref = ref - ref.mean(-1, keepdim=True)  # zero-mean, as si_sdr makes them
+    noise = torch.randn(3, 4000, dtype=torch.float64)
+    noise = noise - noise.mean(-1, keepdim=True)
+    noise = noise - (noise * ref).sum(-1, keepdim=True) / ref.pow(2).sum(-1, keepdim=True) * ref  # orthogonal
+    for plain_db in (10.0, 30.0, 45.0):
+        est = ref + noise * 10 ** (-plain_db / 20) * ref.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+        est = est.clone().requires_grad_()
+        plain = si_sdr(est, ref)
+        torch.testing.assert_close(plain, torch.full((3,), plain_db, dtype=torch.float64), atol=1e-3, rtol=0)
+        capped = si_sdr(est, ref, threshold_db=30.0)
+        expected = 10 * math.log10(1 / (10 ** (-plain_db / 10) + 10 ** (-3)))
+        torch.testing.assert_close(capped, torch.full((3,), expected, dtype=torch.float64), atol=1e-3, rtol=0)
+        assert (capped <= 30.0 + 1e-9).all()
+        (g_plain,) = torch.autograd.grad(plain.sum(), est)
+        (g_capped,) = torch.autograd.grad(capped.sum(), est)
+        ratio = g_capped.norm(dim=-1) / g_plain.norm(dim=-1)
+        weight = 1 / (1 + 10 ** ((plain_db - 30.0) / 10))
+        torch.testing.assert_close(ratio, torch.full((3,), weight, dtype=torch.float64), rtol=1e-3, atol=0)
+    assert weight < 0.04  # 15 dB above the threshold: the example has all but stopped contributing
+    out = pit_si_sdr(est.detach()[None, :2], ref[None, :2], threshold_db=30.0)
+    assert out.loss.item() == pytest.approx(-expected, abs=1e-3)

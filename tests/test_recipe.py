@@ -40,6 +40,11 @@ model:
 epochs: 3
 num_workers: 0
 device: cpu
+lr: 2.0e-3  # the seed mini config's training, whatever mini.yaml's levers are today
+dynamic_mixing: false
+loss_threshold: null
+warmup_steps: 0
+max_minutes: null
 """
 
 pytestmark = pytest.mark.slow

@@ -128,9 +128,10 @@ def test_model_section_merges_over_extends_and_refuses_what_is_not_the_models(tm
 
 def test_mini_config_extends_default_and_carries_prepare_options():
     cfg = load_config(RECIPE / "conf" / "mini.yaml")
-    assert cfg.model["n_filters"] < 64 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.model["hidden"] < 256 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.max_minutes is not None and cfg.dynamic_mixing  # the 15-minute job's guard and its levers
     args = prepare_args(RECIPE / "conf" / "mini.yaml")
-    assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "dev-clean"]
+    assert args[:4] == ["--subsets", "train-clean-100", "dev-clean", "test-clean"]  # held-out test voices
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):
@@ -406,3 +407,82 @@ def test_malformed_configs_and_non_finite_values_are_one_line_errors(tmp_path, c
     bad.write_text(f"extends: {DEFAULT}\nmodel: dprnn_tasnet\n")
     with pytest.raises(DnnsepError, match="bad.yaml: model must be a section with a name"):
         load_config(bad)
+
+
+# -- the recipe's levers: loss threshold, warm-up and schedule, speed perturbation, time slices ---
+
+
+def test_levers_change_the_directory_and_old_configs_read_them_as_off():
+    base = load_config(DEFAULT)
+    assert (base.loss_threshold, base.warmup_steps, base.lr_schedule, base.speed_perturb) == (None, 0, "plateau", 0.0)
+    thr = experiment_dir(base.replace(loss_threshold=30.0), "o").as_posix()
+    assert "/sisdr_thr30/" in thr and thr.replace("sisdr_thr30", "sisdr") == experiment_dir(base, "o").as_posix()
+    name = experiment_dir(base.replace(warmup_steps=200, lr_schedule="cosine", speed_perturb=0.05), "o").parts[-2]
+    assert name == "b4_e100_adam-lr1e-3-decay0_clip5_sp5e-2_warm200_cos"
+    saved = {k: v for k, v in base.to_dict().items() if k not in ("loss_threshold", "warmup_steps", "lr_schedule",
+                                                                   "speed_perturb")}  # fmt: skip
+    from dnnsep.training.config import upgrade_flat_config
+
+    assert TrainConfig.from_dict(upgrade_flat_config(saved)) == base  # an older last.pth still resumes
+    with pytest.raises(DnnsepError, match="speed_perturb"):
+        base.replace(speed_perturb=0.7)
+    with pytest.raises(DnnsepError, match="loss_threshold"):
+        base.replace(loss_threshold=-3.0)
+
+
+def test_warmup_and_cosine_give_the_stated_learning_rates(tmp_path, monkeypatch):
+    seen = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: seen.append(self.param_groups[0]["lr"])
+                        or real_step(self, *a, **k))  # fmt: skip
+    train(tiny(epochs=2, lr=1e-2, warmup_steps=4), tmp_path / "w", **data())  # 3 steps per epoch
+    assert seen == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
+    seen.clear()
+    train(tiny(epochs=2, lr=1e-2, warmup_steps=2, lr_schedule="cosine"), tmp_path / "c", **data())
+    cosine = [0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)]
+    warm = [0.5, 1, 1, 1, 1, 1]
+    assert seen == pytest.approx([1e-2 * w * c for w, c in zip(warm, cosine)])
+
+
+def test_loss_threshold_and_speed_perturbation_reach_the_trainer(tmp_path, monkeypatch):
+    calls = []
+    real = trainer_module.pit_si_sdr
+    monkeypatch.setattr(trainer_module, "pit_si_sdr", lambda *a, **k: calls.append(k) or real(*a, **k))
+    train(tiny(epochs=1, loss_threshold=30.0), tmp_path, **data())
+    assert calls[0] == {"threshold_db": 30.0}  # the training loss ...
+    assert all(c == {} for c in calls[3:])  # ... but validation scores the plain SI-SDR
+    made = {}
+
+    class Recorder(list):  # stands in for MixtureDataset: records its arguments
+        sample_rate, n_sources = 16000, 2
+
+        def __init__(self, path, **kwargs):
+            super().__init__([0])
+            made[Path(path).stem] = kwargs
+
+    monkeypatch.setattr("dnnsep.data.MixtureDataset", Recorder)
+    (tmp_path / "lists" / "2mix").mkdir(parents=True)
+    for split in ("train", "valid"):  # make_datasets wants both lists on disk
+        (tmp_path / "lists" / "2mix" / f"{split}.json").write_text("{}")
+    trainer_module.make_datasets(tiny(speed_perturb=0.05, dynamic_mixing=True, dataset_dir=str(tmp_path / "lists")))
+    assert made["train"]["speed_perturb"] == 0.05 and made["train"]["dynamic_mixing"] is True
+    assert "speed_perturb" not in made.get("valid", {})  # validation mixtures are never perturbed
+
+
+def test_fit_max_seconds_pauses_mid_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = tiny(epochs=2)
+    straight = train(cfg, tmp_path / "a", **data())
+    clock = iter(range(0, 10_000, 10))  # every perf_counter call advances 10 s
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    paused = trainer_module.Trainer(cfg, tmp_path / "b", **data())
+    paused.fit(max_seconds=15)  # pauses after the first step that ends past 15 s
+    monkeypatch.undo()
+    last = exp_of(cfg, tmp_path / "b") / "model" / "last.pth"
+    progress = load_checkpoint(last)["progress"]
+    assert progress["epoch"] == 0 and 0 < progress["step"] < 3
+    resumed = train(cfg, tmp_path / "b", resume=last, **data())
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    asked = []
+    monkeypatch.setattr(trainer_module.Trainer, "fit", lambda self, max_seconds=None: asked.append(max_seconds))
+    train(tiny(max_minutes=0.5), tmp_path / "c", **data())  # the config's max_minutes reaches fit
+    assert asked == [30.0]

@@ -24,13 +24,21 @@ import torch
 EXHAUSTIVE_MAX_SOURCES = 4  # above this, PIT uses the Hungarian algorithm (n! grows too fast)
 
 
-def si_sdr(estimate: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+def si_sdr(
+    estimate: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8, threshold_db: float | None = None
+) -> torch.Tensor:
     """Scale-invariant SDR in dB along the last axis, after removing each signal's mean.
 
     ``10 log10(|a s|^2 / |a s - e|^2)`` with ``a = <e, s> / |s|^2``; ``eps`` keeps a silent target or
     a silent estimate finite (it gives a low or zero score, never NaN).  Leading axes broadcast.
     Half-precision inputs (float16, bfloat16: a model run under autocast) are cast to float32 first,
     so the score is at least float32.
+
+    ``threshold_db`` (a training objective, not a measure): the soft-thresholded
+    ``10 log10(|a s|^2 / (|a s - e|^2 + tau |a s|^2))`` with ``tau = 10^(-threshold_db / 10)``,
+    which never exceeds ``threshold_db``; its gradient is the plain one times
+    ``1 / (1 + 10^((SI-SDR - threshold_db) / 10))``, so examples already far above the threshold stop
+    pulling the model (half weight at the threshold, 1/11 at 10 dB above it).
 
     Shape: estimate (..., time), target (..., time) -> (...).
     """
@@ -42,16 +50,21 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -
     scale = (estimate * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + eps)
     projection = scale * target  # (..., time)
     noise = estimate - projection
-    return 10 * torch.log10((projection.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+    signal_power, noise_power = projection.pow(2).sum(-1), noise.pow(2).sum(-1)
+    if threshold_db is not None:
+        noise_power = noise_power + 10 ** (-threshold_db / 10) * signal_power
+    return 10 * torch.log10((signal_power + eps) / (noise_power + eps))
 
 
-def pairwise_si_sdr(estimates: torch.Tensor, targets: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
-    """SI-SDR of every estimate against every target: n^2 evaluations, each once.
+def pairwise_si_sdr(
+    estimates: torch.Tensor, targets: torch.Tensor, *, eps: float = 1e-8, threshold_db: float | None = None
+) -> torch.Tensor:
+    """SI-SDR of every estimate against every target: n^2 evaluations, each once (``threshold_db``: see :func:`si_sdr`).
 
     Shape: estimates (batch, n, time), targets (batch, n, time) -> (batch, n_estimates, n_targets).
     """
     _check_sources(estimates, targets)
-    return si_sdr(estimates.unsqueeze(2), targets.unsqueeze(1), eps=eps)  # (batch, n, 1|n, time) broadcast
+    return si_sdr(estimates.unsqueeze(2), targets.unsqueeze(1), eps=eps, threshold_db=threshold_db)  # (b, n, 1|n, time)
 
 
 class PITResult(NamedTuple):
@@ -64,12 +77,16 @@ class PITResult(NamedTuple):
     perm: torch.Tensor
 
 
-def pit_si_sdr(estimates: torch.Tensor, targets: torch.Tensor, *, eps: float = 1e-8) -> PITResult:
+def pit_si_sdr(
+    estimates: torch.Tensor, targets: torch.Tensor, *, eps: float = 1e-8, threshold_db: float | None = None
+) -> PITResult:
     """Utterance-level PIT with negative SI-SDR; exhaustive for n <= 4 sources, Hungarian beyond.
+
+    ``threshold_db`` makes the scores (and the loss) the soft-thresholded SI-SDR of :func:`si_sdr`.
 
     Shape: estimates (batch, n, time), targets (batch, n, time) -> PITResult (see its doc).
     """
-    scores = pairwise_si_sdr(estimates, targets, eps=eps)  # (batch, n_est, n_tgt)
+    scores = pairwise_si_sdr(estimates, targets, eps=eps, threshold_db=threshold_db)  # (batch, n_est, n_tgt)
     perm = best_permutation(scores.detach())
     matched = scores.gather(1, perm.unsqueeze(1)).squeeze(1)  # (batch, n): scores[b, perm[b, j], j]
     return PITResult(loss=-matched.mean(), si_sdr=matched, perm=perm)

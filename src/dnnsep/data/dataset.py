@@ -8,6 +8,10 @@ With ``dynamic_mixing=True`` (training lists only), item ``i`` keeps the list's 
 mixture ``i`` but draws new partners (other speakers), start frames and gains from a generator
 seeded with ``(seed, epoch, i)``: every epoch differs, and any epoch can be reproduced or resumed
 after :meth:`MixtureDataset.set_epoch`, whatever the number of DataLoader workers.
+
+With ``speed_perturb=r`` each source of an item is resampled by a factor ``f`` drawn from
+``(1 - r, 1, 1 + r)`` (seeded likewise): ``round(frames * f)`` frames of the file are read and squeezed
+or stretched to ``frames``, which plays the speech ``f`` times faster and ``f`` times higher in pitch.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class MixtureDataset(torch.utils.data.Dataset):
     Shape:
         ``dataset[i] -> (mixture: (time,), sources: (n_sources, time))``, float32 CPU tensors;
         ``time`` is the segment length, or the mixture's own length for full-utterance lists.
+        speed_perturb: ``r``: resample every source by ``1 - r``, ``1`` or ``1 + r`` (see module doc); 0: off.
     """
 
     def __init__(
@@ -51,7 +56,11 @@ class MixtureDataset(torch.utils.data.Dataset):
         dynamic_mixing: bool = False,
         seed: int = 0,
         segment_seconds: float | None = None,
+        speed_perturb: float = 0.0,
     ):
+        if not 0 <= speed_perturb < 1:
+            raise DnnsepError(f"speed_perturb must be in [0, 1), got {speed_perturb}")
+        self.speed_perturb = float(speed_perturb)
         self.list_path = Path(list_path)
         lst = read_list(self.list_path)
         self.root = self.list_path.resolve().parent.parent
@@ -70,6 +79,7 @@ class MixtureDataset(torch.utils.data.Dataset):
             mixtures = [m for m in mixtures if m["frames"] >= self.segment_frames]
         self.n_dropped = len(lst["mixtures"]) - len(mixtures)
         self.mixtures: list[dict[str, Any]] = mixtures
+        self._file_frames = {u["path"]: u["frames"] for u in lst["utterances"]}
         self.dynamic_mixing = dynamic_mixing
         self.seed = int(seed)
         self.epoch = 0
@@ -115,15 +125,33 @@ class MixtureDataset(torch.utils.data.Dataset):
         frames = mix["frames"] if self.segment_frames is None else min(mix["frames"], self.segment_frames)
         return frames, mix["sources"]
 
+    def speed_factors(self, index: int, n: int) -> list[float]:
+        """The resampling factor of each of item ``index``'s ``n`` sources this epoch (all 1 when off)."""
+        if not self.speed_perturb:
+            return [1.0] * n
+        rng = Rng(f"speed {self.seed} {self.epoch} {index}")
+        r = self.speed_perturb
+        return [rng.choice((1 - r, 1.0, 1 + r)) for _ in range(n)]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         frames, sources = self.spec(index)
-        stacked = np.stack([self._read(src, frames) for src in sources])  # (n_sources, time)
+        factors = self.speed_factors(index, len(sources))
+        stacked = np.stack([self._read(src, frames, f) for src, f in zip(sources, factors)])  # (n_sources, time)
         mixture = stacked.sum(axis=0)  # (time,)
         return torch.from_numpy(mixture), torch.from_numpy(stacked)
 
-    def _read(self, src: dict[str, Any], frames: int) -> np.ndarray:
-        """Frames ``[start, start + frames)`` of one file, level-normalised and gained.  Shape: (frames,)."""
+    def _read(self, src: dict[str, Any], frames: int, factor: float = 1.0) -> np.ndarray:
+        """Frames ``[start, start + frames)`` of one file, level-normalised and gained.  Shape: (frames,).
+
+        With ``factor != 1``, ``round(frames * factor)`` frames from ``start`` (moved back if the file
+        ends first) resampled to ``frames``.
+        """
         path = self.root / src["path"]
+        start, wanted = src["start"], frames
+        if factor != 1.0:
+            available = self._file_frames.get(src["path"], start + frames)
+            wanted = max(1, min(round(frames * factor), available))
+            start = max(0, min(start, available - wanted))
         try:
             with sf.SoundFile(str(path)) as f:
                 if f.samplerate != self.sample_rate:
@@ -133,18 +161,38 @@ class MixtureDataset(torch.utils.data.Dataset):
                     )
                 if f.channels != 1:
                     raise AudioError(f"{path}: {f.channels} channels, expected mono")
-                f.seek(src["start"])
-                audio = f.read(frames, dtype="float32")
+                f.seek(start)
+                audio = f.read(wanted, dtype="float32")
         except AudioError:
             raise
         except Exception as err:  # missing file, unreadable, seek past the end
             reason = "no such file" if not path.is_file() else f"cannot read ({str(err).strip()[:200]})"
             raise AudioError(f"{path}: {reason}; is {self.root} complete?") from None
-        if len(audio) < frames:
+        if len(audio) < wanted:
             raise AudioError(
-                f"{path}: ends at frame {src['start'] + len(audio)}, but {self.list_path} reads up to "
-                f"{src['start'] + frames}; the corpus changed since prepare: rerun it with --overwrite"
+                f"{path}: ends at frame {start + len(audio)}, but {self.list_path} reads up to "
+                f"{start + wanted}; the corpus changed since prepare: rerun it with --overwrite"
             )
+        if wanted != frames:
+            audio = change_length(audio, frames)
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
         scale = 10 ** ((self.level_dbfs + src["gain_db"]) / 20) / max(rms, SILENCE_RMS)
         return audio * np.float32(scale)
+
+
+def change_length(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Resample ``audio`` to ``frames`` samples in the frequency domain (truncating or zero-padding its
+    spectrum): played at the same rate, ``len(audio) / frames`` times faster and higher.
+
+    Shape: (n,) -> (frames,), float32.
+
+    >>> t = np.arange(2100) / 16000
+    >>> y = change_length(np.sin(2 * np.pi * 500 * t), 2000)  # 1.05 times faster: 525 Hz
+    >>> len(y), round(float(np.argmax(np.abs(np.fft.rfft(y)))) * 16000 / 2000)
+    (2000, 528)
+    """
+    spectrum = np.fft.rfft(audio.astype(np.float64))  # (n // 2 + 1,)
+    keep = min(len(spectrum), frames // 2 + 1)
+    out = np.zeros(frames // 2 + 1, dtype=complex)
+    out[:keep] = spectrum[:keep]
+    return (np.fft.irfft(out, n=frames) * (frames / len(audio))).astype(np.float32)

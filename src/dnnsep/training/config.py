@@ -43,8 +43,14 @@ from ..errors import DnnsepError
 from ..models.base import DATA_OPTIONS
 
 # Keys that may differ when a run is resumed: where the data is and how this machine runs it.
-RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite")
+RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite",
+                "max_minutes")  # fmt: skip
 OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("plateau", "cosine")
+# Keys added after the first checkpoints were written, with the value that means "as before": a saved
+# config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
+ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
+              "max_minutes": None}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -63,6 +69,9 @@ class TrainConfig:
     n_sources: int = _key("speakers per mixture (2 or 3: which lists to use)")
     segment_seconds: Optional[float] = _key("training segment length in seconds (null: as in the lists)")
     dynamic_mixing: bool = _key("mix new speaker pairs and gains every epoch (seeded per epoch)")
+    speed_perturb: float = _key(
+        "resample each training source by a factor drawn from 1-r, 1, 1+r (speed and pitch; 0: off)"
+    )
     num_workers: int = _key("data loading processes (0: in the training process)")
     sample_rate: int = _key("sample rate in Hz (the data must match)")
     # -- model: its own section, {name: ..., option: value, ...} (see dnnsep.models) --
@@ -70,8 +79,15 @@ class TrainConfig:
     # -- optimisation --
     batch_size: int = _key("examples per step (per process under torchrun)")
     epochs: int = _key("maximum number of epochs")
+    loss_threshold: Optional[float] = _key("soft-threshold the SI-SDR loss at this many dB (null: plain SI-SDR)")
     optimizer: str = _key("optimizer", OPTIMIZERS)
     lr: float = _key("initial learning rate")
+    warmup_steps: int = _key(
+        "raise the learning rate linearly from lr/warmup_steps to lr over this many steps (0: none)"
+    )
+    lr_schedule: str = _key(
+        "plateau: lr times lr_factor on a plateau; cosine: also a cosine decay to 0 over all epochs", LR_SCHEDULES
+    )
     weight_decay: float = _key("weight decay")
     clip_grad_norm: float = _key("clip the gradient norm to this value (0: no clipping)")
     seed: int = _key("seed of the initial weights, the data order and dynamic mixing")
@@ -83,6 +99,9 @@ class TrainConfig:
     amp: bool = _key("mixed precision (CUDA only)")
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
     stop_after_epoch: Optional[int] = _key("pause (resumably) after this epoch; null: run to the end")
+    max_minutes: Optional[float] = _key(
+        "pause (resumably, mid-epoch) after this many minutes of training; null: no limit"
+    )
     max_nonfinite: int = _key("stop after this many non-finite losses in a row")
 
     # -------------------------------------------------------------------------------------------
@@ -127,6 +146,7 @@ class TrainConfig:
             "save_every_steps",
             "weight_decay",
             "clip_grad_norm",
+            "warmup_steps",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -136,8 +156,14 @@ class TrainConfig:
                 raise DnnsepError(f"{source}: {name} must not be negative, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 < self.lr_factor < 1:
             raise DnnsepError(f"{source}: need lr > 0 and 0 < lr_factor < 1, got {self.lr} and {self.lr_factor}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
+        if not 0 <= self.speed_perturb < 0.5:
+            raise DnnsepError(f"{source}: speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
+        if self.loss_threshold is not None and not self.loss_threshold > 0:
+            raise DnnsepError(f"{source}: loss_threshold must be positive (dB) or null, got {self.loss_threshold}")
         if self.sample_rate < 1:
             raise DnnsepError(f"{source}: sample_rate must be positive, got {self.sample_rate}")
 
@@ -245,10 +271,12 @@ def _model_section(section: Any, data: dict[str, Any], source: str) -> dict[str,
 
 
 def upgrade_flat_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A config of dnnsep's format 1 (DPRNN's options among the training keys) in today's shape.
+    """A saved config in today's shape: the keys of :data:`ADDED_KEYS` it lacks set to "as before", and
+    one of dnnsep's format 1 (DPRNN's options among the training keys) given its model section.
 
     Training states written by the first release (``last.pth``, format 1) hold such configs.
     """
+    values = {**{k: v for k, v in ADDED_KEYS.items() if k not in values}, **values}
     if MODEL_KEY in values:
         return values
     options = [k for k in models.DPRNNConfig.options() if k not in DATA_OPTIONS]
@@ -443,7 +471,8 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
     - model dims and options: the model's own names (e.g. ``N64_L16_H256_K100_P50_B3`` and
       ``S8_F64_sigmoid_gln_noncausal_sr16k``), which together name every option;
     - training: ``b{batch_size}_e{epochs}_{optimizer}-lr{lr}-decay{weight_decay}_clip{clip_grad_norm}``,
-      plus ``_dm`` with dynamic mixing and ``_seg{seconds}`` when segment_seconds is set.
+      plus ``_dm`` with dynamic mixing, ``_sp{r}`` with speed_perturb, ``_seg{seconds}`` when
+      segment_seconds is set, ``_warm{steps}`` with warmup_steps and ``_cos`` with the cosine schedule.
     """
     m = cfg.model_config()
     dims, options = m.dir_names()
@@ -451,9 +480,15 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
     training += f"_clip{_num(cfg.clip_grad_norm)}"
     if cfg.dynamic_mixing:
         training += "_dm"
+    if cfg.speed_perturb:
+        training += f"_sp{_num(cfg.speed_perturb)}"
     if cfg.segment_seconds is not None:
         training += f"_seg{_num(cfg.segment_seconds)}"
-    loss = "sisdr"
+    if cfg.warmup_steps:
+        training += f"_warm{cfg.warmup_steps}"
+    if cfg.lr_schedule != "plateau":
+        training += f"_{cfg.lr_schedule[:3]}"
+    loss = "sisdr" if cfg.loss_threshold is None else f"sisdr_thr{_num(cfg.loss_threshold)}"
     return (
         Path(out_dir)
         / f"{cfg.n_sources}mix"

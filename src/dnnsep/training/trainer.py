@@ -144,6 +144,7 @@ class Trainer:
         self.step_times = StepTimes(profile_steps(), device)
         self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
         self.progress = Progress()
+        self._deadline: float | None = None  # perf_counter time at which fit(max_seconds=) pauses
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.events: list[list[Any]] = []  # [epoch, label]: lr halvings, the stop
         self.sampler = EpochBatchSampler(
@@ -218,14 +219,22 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
-        """Train until the last epoch, early stopping or ``stop_after_epoch``; return a summary."""
+    def fit(self, *, max_seconds: float | None = None) -> dict[str, Any]:
+        """Train until the last epoch, early stopping or ``stop_after_epoch``; return a summary.
+
+        ``max_seconds``: also pause (``last.pth`` written, resumable mid-epoch) at the first step that
+        ends after this many seconds of this call (time slices, e.g. bench/bench_quality.py).
+        """
         cfg, p = self.cfg, self.progress
+        self._deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         try:
             if p.stopped:
                 self.log.info(f"nothing to do: training had ended ({p.stopped})")
             while p.stopped is None and p.epoch < cfg.epochs:
-                self._train_epoch()
+                if not self._train_epoch():
+                    self._save_last()
+                    self.log.info(f"paused after {max_seconds:g} s (epoch {p.epoch + 1}, step {p.step})")
+                    break
                 self._end_epoch()
                 if p.stopped is None and cfg.stop_after_epoch is not None and p.epoch >= cfg.stop_after_epoch:
                     self.log.info(
@@ -245,7 +254,8 @@ class Trainer:
             "nonfinite_total": p.nonfinite_total,
         }
 
-    def _train_epoch(self) -> None:
+    def _train_epoch(self) -> bool:
+        """Train the rest of this epoch; False if the deadline of :meth:`fit` stopped it first."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch  # 0-based index of the epoch being trained
         self.sampler.set_epoch(epoch, start_step=p.step)  # the data set learns the epoch from each key
@@ -285,9 +295,13 @@ class Trainer:
                     self._read_loss()
                     self._save_last()
                 times.start()
+                if self._deadline is not None and p.step < total and time.perf_counter() > self._deadline:
+                    self._read_loss()
+                    return False
         self._read_loss()
         if times.limit and times.steps:
             self.log.info(f"epoch {epoch + 1}: {times.summary()}")
+        return True
 
     def _loader(self, name: str, dataset: Dataset, **options: Any) -> DataLoader:
         """A DataLoader over ``dataset``; with workers, made once and kept (its workers persist).
@@ -317,12 +331,14 @@ class Trainer:
     def _step(self, mixture: torch.Tensor, sources: torch.Tensor) -> None:
         """One optimizer step on ``mixture (batch, time)`` and ``sources (batch, n_sources, time)``."""
         times = self.step_times
+        for group in self.optimizer.param_groups:  # warm-up and schedule (see learning_rate)
+            group["lr"] = self.learning_rate(self.progress.global_step)
         mixture = mixture.to(self.device, non_blocking=True)
         sources = sources.to(self.device, non_blocking=True)
         times.mark("data")
         with autocast(self.device, self.amp_dtype):
             estimates = self.ddp(mixture)  # (batch, n_sources, time)
-        loss = pit_si_sdr(estimates.float(), sources).loss  # float32, outside autocast
+        loss = pit_si_sdr(estimates.float(), sources, threshold_db=self.cfg.loss_threshold).loss  # float32
         times.mark("forward")
         if self.one_sync:
             return self._step_one_sync(loss)
@@ -375,6 +391,22 @@ class Trainer:
         p = self.progress
         p.loss_count += 1
         p.nonfinite_run = 0
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based, over all epochs).
+
+        ``lr`` times ``lr_factor`` per plateau halving so far, times ``(step + 1) / warmup_steps``
+        during the warm-up, times ``(1 + cos(pi * step / total_steps)) / 2`` with the cosine schedule.
+        """
+        cfg = self.cfg
+        halvings = sum(1 for _, label in self.events if str(label).startswith("lr "))
+        lr = cfg.lr * cfg.lr_factor**halvings
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            lr *= (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            total = cfg.epochs * self.sampler.steps_per_epoch()
+            lr *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return lr
 
     def _nonfinite(self, what: str) -> None:
         p = self.progress
@@ -443,10 +475,11 @@ class Trainer:
             self._save_best(valid_loss, valid_improvement)
             note = "  (best)"
         elif action == "halve":
-            for group in self.optimizer.param_groups:
-                group["lr"] *= cfg.lr_factor
-            new_lr = self.optimizer.param_groups[0]["lr"]
+            halvings = 1 + sum(1 for _, label in self.events if str(label).startswith("lr "))
+            new_lr = cfg.lr * cfg.lr_factor**halvings  # the next steps' (before warm-up or cosine factors)
             self.events.append([epoch, f"lr {new_lr:.2g}"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(p.global_step)
             note = f"  (no improvement for {self.plateau.bad_epochs} epochs: lr -> {new_lr:.3g})"
         elif action == "stop":
             p.stopped = (
@@ -607,7 +640,11 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
             )
         if split == "train":
             data = MixtureDataset(
-                path, dynamic_mixing=cfg.dynamic_mixing, seed=cfg.seed, segment_seconds=cfg.segment_seconds
+                path,
+                dynamic_mixing=cfg.dynamic_mixing,
+                seed=cfg.seed,
+                segment_seconds=cfg.segment_seconds,
+                speed_perturb=cfg.speed_perturb,
             )
         else:
             data = MixtureDataset(path)
@@ -638,6 +675,6 @@ def train(
         trainer = Trainer(
             cfg, out_dir, resume=resume, train_set=train_set, valid_set=valid_set, dist=dist, device=device
         )
-        return trainer.fit()
+        return trainer.fit(max_seconds=None if cfg.max_minutes is None else 60 * cfg.max_minutes)
     finally:
         distributed.shutdown()
