@@ -240,3 +240,17 @@ def test_prelu_equals_torch_and_passes_gradcheck():
     slope = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(prelu(x, slope), F.prelu(x, slope))
     assert torch.autograd.gradcheck(prelu, (x, slope))
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_exporters_depthwise_conv_equals_the_fast_one(dilation, causal):
+    """What torch.export and tracing see (conv1d, batch folded into groups) computes the same function."""
+    from dnnsep.models import conv_ops
+
+    torch.manual_seed(0)
+    y, w, b, tap_bias = torch.randn(2, 5, 37), torch.randn(2, 5, 3), torch.randn(2, 5, 1), torch.randn(1, 5, 3)
+    left = 2 * dilation if causal else dilation
+    fast = conv_ops.depthwise_conv(y, w, b, dilation=dilation, left=left, tap_bias=tap_bias)
+    plain = conv_ops._depthwise_plain(y, w, b, tap_bias, dilation, left)
+    torch.testing.assert_close(plain, fast, rtol=1e-5, atol=1e-5)

@@ -26,7 +26,14 @@ def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     Shape: any -> same.
     """
+    if _tracing():
+        return F.prelu(x, weight)
     return _PReLU.apply(x, weight)
+
+
+def _tracing() -> bool:
+    """Under torch.export / torch.compile / TorchScript tracing: plain ops, which exporters translate."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class _PReLU(torch.autograd.Function):
@@ -67,7 +74,30 @@ def depthwise_conv(
     Shape: y (batch, channels, frames); weight and tap_bias (batch or 1, channels, P); bias
     (batch or 1, channels, 1) -> (batch, channels, frames).
     """
+    if _tracing():
+        return _depthwise_plain(y, weight, bias, tap_bias, dilation, left)
     return _DepthwiseConv.apply(y, weight, bias, tap_bias, dilation, left)
+
+
+def _depthwise_plain(y, weight, bias, tap_bias, dilation: int, left: int) -> torch.Tensor:
+    """The same as :class:`_DepthwiseConv` with ``conv1d`` (for exporters): batch folded into the groups,
+    so per-example weights work; ``tap_bias`` taken back where a tap reads padding, by convolving ones.
+
+    Shape: as :func:`depthwise_conv`.
+    """
+    batch, channels, frames = y.shape
+    taps = weight.shape[-1]
+    pad = (left, (taps - 1) * dilation - left)
+    groups = batch * channels
+    kernel = weight.expand(batch, channels, taps).reshape(groups, 1, taps)
+    out = F.conv1d(F.pad(y.reshape(1, groups, frames), pad), kernel, dilation=dilation, groups=groups)
+    out = out.view(batch, channels, frames) + bias
+    if tap_bias is not None:
+        ones = F.pad(y.new_ones(1, groups, frames), pad)
+        kept = F.conv1d(ones, tap_bias.expand(batch, channels, taps).reshape(groups, 1, taps), dilation=dilation,
+                        groups=groups)  # fmt: skip
+        out = out - tap_bias.sum(-1, keepdim=True) + kept.view(batch, channels, frames)
+    return out
 
 
 def _taps(weight: torch.Tensor, frames: int, dilation: int, left: int) -> list[tuple[int, int, int, int]]:

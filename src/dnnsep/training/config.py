@@ -96,7 +96,7 @@ class TrainConfig:
     early_stop_patience: int = _key("stop after this many epochs without improvement (0: never)")
     # -- running (may change when resuming) --
     device: str = _key("auto, cpu, cuda, cuda:N or mps")
-    amp: bool = _key("mixed precision (CUDA only)")
+    amp: bool = _key("mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient scaler")
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
     stop_after_epoch: Optional[int] = _key("pause (resumably) after this epoch; null: run to the end")
     max_minutes: Optional[float] = _key(
