@@ -30,6 +30,9 @@ prepare:
   n_valid: 4
   n_test: 4
   no_progress: true
+corpus:
+  synthetic_speakers: 3
+  synthetic_utts: 2
 model:
   n_filters: 8
   kernel_size: 16
@@ -44,6 +47,7 @@ lr: 2.0e-3  # the seed mini config's training, whatever mini.yaml's levers are t
 dynamic_mixing: false
 loss_threshold: null
 warmup_steps: 0
+lr_schedule: plateau
 max_minutes: null
 """
 
@@ -73,7 +77,7 @@ def test_prepare_train_resume_test(tmp_path):
     common = f'--synthetic --config "{conf}" --out_dir "{out}"'
 
     # stage 0 of run.sh, sourced from bash; the user's shell lives on and `set -e` does not leak
-    done = sh("bash", f". ./run.sh --stop_stage 0 {common} --synthetic_speakers 3 --synthetic_utts 2; "
+    done = sh("bash", f". ./run.sh --stop_stage 0 {common}; "
                       'echo "rc=$?"; false; echo alive', RECIPE)  # fmt: skip
     assert done.stdout.strip().splitlines()[-2:] == ["rc=0", "alive"]
     assert (data / "synthetic" / "LibriSpeech" / "dev-clean").is_dir() and not (tmp_path / "data").exists()

@@ -131,7 +131,7 @@ def test_mini_config_extends_default_and_carries_prepare_options():
     assert cfg.model["hidden"] < 256 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
     assert cfg.max_minutes is not None and cfg.dynamic_mixing  # the 15-minute job's guard and its levers
     args = prepare_args(RECIPE / "conf" / "mini.yaml")
-    assert args[:4] == ["--subsets", "train-clean-100", "dev-clean", "test-clean"]  # held-out test voices
+    assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "test-clean"]  # held-out test voices
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):

@@ -56,15 +56,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def example_input(config, *, seed: int = 0) -> torch.Tensor:
-    """A short input spanning a few dual-path chunks: what the exporters trace.
+    """A short input (a few dual-path chunks, or 100 frames for a model without chunks): what the exporters trace.
 
-    Tracing time grows with the example's length (about a minute for the default model at this
+    Tracing time grows with the example's length (about a minute for the default DPRNN at this
     length); the dynamic axes are then checked on longer inputs by :func:`check_inputs`.
 
-    Shape: (2, stride * hop_size * 4 + kernel_size).
+    Shape: (2, stride * frames + kernel_size), frames = 4 * hop_size (DPRNN) or 100.
     """
     gen = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(2, config.stride * config.hop_size * 4 + config.kernel_size, generator=gen)
+    frames = 4 * getattr(config, "hop_size", 25)
+    return 0.1 * torch.randn(2, config.stride * frames + config.kernel_size, generator=gen)
 
 
 def check_inputs(sample_rate: int, seconds: float, *, seed: int = 1) -> list[torch.Tensor]:

@@ -80,23 +80,21 @@ def depthwise_conv(
 
 
 def _depthwise_plain(y, weight, bias, tap_bias, dilation: int, left: int) -> torch.Tensor:
-    """The same as :class:`_DepthwiseConv` with ``conv1d`` (for exporters): batch folded into the groups,
-    so per-example weights work; ``tap_bias`` taken back where a tap reads padding, by convolving ones.
+    """The same as :class:`_DepthwiseConv` in plain ops that exporters translate (pad, slices, multiply-adds;
+    per-example weights and dynamic batch and length alike); ``tap_bias`` counts where a tap reads ``y``.
 
     Shape: as :func:`depthwise_conv`.
     """
-    batch, channels, frames = y.shape
-    taps = weight.shape[-1]
+    frames, taps = y.shape[-1], weight.shape[-1]
     pad = (left, (taps - 1) * dilation - left)
-    groups = batch * channels
-    kernel = weight.expand(batch, channels, taps).reshape(groups, 1, taps)
-    out = F.conv1d(F.pad(y.reshape(1, groups, frames), pad), kernel, dilation=dilation, groups=groups)
-    out = out.view(batch, channels, frames) + bias
-    if tap_bias is not None:
-        ones = F.pad(y.new_ones(1, groups, frames), pad)
-        kept = F.conv1d(ones, tap_bias.expand(batch, channels, taps).reshape(groups, 1, taps), dilation=dilation,
-                        groups=groups)  # fmt: skip
-        out = out - tap_bias.sum(-1, keepdim=True) + kept.view(batch, channels, frames)
+    padded = F.pad(y, pad)  # (batch, channels, frames + (P-1) * dilation)
+    reads = F.pad(torch.ones_like(y[:1, :1]), pad) if tap_bias is not None else None  # 1 where y is read
+    out = bias
+    for k in range(taps):
+        window = slice(k * dilation, k * dilation + frames)
+        out = out + padded[..., window] * weight[..., k : k + 1]
+        if tap_bias is not None:
+            out = out + (reads[..., window] - 1) * tap_bias[..., k : k + 1]
     return out
 
 

@@ -71,7 +71,7 @@ def normed_pointwise(conv: nn.Conv1d, norm: nn.Module, x: torch.Tensor) -> torch
         return pointwise(conv, _norm(norm, x))
     scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, in, 1) each
     weight = conv.weight[:, :, 0]  # (out, in)
-    bias = torch.baddbmm(conv.bias[:, None], weight.expand(len(x), -1, -1), shift)  # (batch, out, 1)
+    bias = torch.baddbmm(conv.bias[:, None], weight.expand(x.shape[0], -1, -1), shift)  # (batch, out, 1)
     return torch.baddbmm(bias, weight * scale.transpose(1, 2), x)  # (batch, out, in) @ (batch, in, frames)
 
 
