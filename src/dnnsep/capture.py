@@ -113,18 +113,7 @@ def record(
             rate = native
         total = int(round(seconds * rate))
         block = max(1, min(total, rate // 20))  # 50 ms per read
-        try:
-            with _quiet_stderr(not verbose):
-                stream = pa.open(
-                    format=pyaudio.paInt16,
-                    channels=1,
-                    rate=rate,
-                    input=True,
-                    input_device_index=index,
-                    frames_per_buffer=block,
-                )
-        except (OSError, ValueError) as err:
-            raise DnnsepError(f"could not open input device {index} ({name}): {err}; {MIC_HELP}") from None
+        stream = open_input(pa, pyaudio, index, name, rate, block, verbose=verbose)
         chunks = []
         bar_format = "{desc} |{bar}| {n:.1f}/{total:.1f} s"
         try:
@@ -145,6 +134,24 @@ def record(
     finally:
         with _quiet_stderr(not verbose):
             pa.terminate()
+
+
+def open_input(pa, pyaudio, index: int, name: str, rate: int, block: int, *, verbose: bool = False, callback=None):
+    """A 16-bit mono input stream of device ``index`` read ``block`` frames at a time (or fed to ``callback``);
+    a device that refuses is one line naming it and the microphone permission."""
+    try:
+        with _quiet_stderr(not verbose):
+            return pa.open(
+                format=pyaudio.paInt16,
+                channels=1,
+                rate=rate,
+                input=True,
+                input_device_index=index,
+                frames_per_buffer=block,
+                stream_callback=callback,
+            )
+    except (OSError, ValueError) as err:
+        raise DnnsepError(f"could not open input device {index} ({name}): {err}; {MIC_HELP}") from None
 
 
 def _supports(pa, pyaudio, index: int, rate: int, *, verbose: bool = False) -> bool:

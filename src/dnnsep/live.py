@@ -107,7 +107,7 @@ def run_live(
 
     Returns ``{"samples": captured samples separated, "rtf": ..., "stopped": why or "", "files": [...]}``.
     """
-    from .capture import MIC_HELP, _quiet_stderr, _supports, choose_device, open_portaudio
+    from .capture import _quiet_stderr, _supports, choose_device, open_input, open_portaudio
 
     rate = engine.sample_rate
     pyaudio, pa = open_portaudio(verbose=verbose)
@@ -143,19 +143,7 @@ def run_live(
             player = _open_output(pa, pyaudio, rate, block, verbose=verbose, quiet=_quiet_stderr)
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, _stop_handler(stop))
-        try:
-            with _quiet_stderr(not verbose):
-                capture = pa.open(
-                    format=pyaudio.paInt16,
-                    channels=1,
-                    rate=rate,
-                    input=True,
-                    input_device_index=index,
-                    frames_per_buffer=block,
-                    stream_callback=on_input,
-                )
-        except (OSError, ValueError) as err:
-            raise DnnsepError(f"could not open input device {index} ({name}): {err}; {MIC_HELP}") from None
+        capture = open_input(pa, pyaudio, index, name, rate, block, verbose=verbose, callback=on_input)
 
         meter = StatusLine(status, engine.n_sources, rate)
         compute, processed, stopped = 0.0, 0, ""
