@@ -29,6 +29,17 @@ from .filterbanks import ENCODER_ACTIVATIONS, Decoder, Encoder, pad_signal
 
 # Options the data decide, not the model's section of the config: the trainer passes them in.
 DATA_OPTIONS = ("n_sources", "sample_rate")
+MASKS = ("sigmoid", "relu", "softmax")  # a masker's non-linearity (softmax: across sources)
+
+
+def masks_from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
+    """A masker's last step: sigmoid, relu, or softmax across sources.
+
+    Shape: (batch, n_sources, channels, frames) -> same.
+    """
+    if kind == "softmax":
+        return torch.softmax(scores, dim=1)
+    return torch.sigmoid(scores) if kind == "sigmoid" else torch.relu(scores)
 
 
 class ModelConfig:

@@ -32,10 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import MASKS, masks_from_scores
 from .lstm import rnn_projection
 from .norms import make_norm
-
-MASKS = ("sigmoid", "relu", "softmax")
 
 
 def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int) -> torch.Tensor:
@@ -184,8 +183,4 @@ class DualPathSeparator(nn.Module):
         x = overlap_add(x, frames=frames, hop_size=self.hop_size)  # (frames, batch, bottleneck)
         m = self.mask_conv(self.out_act(x))  # (frames, batch, n_sources * in_channels)
         m = m.view(frames, batch, self.n_sources, channels).permute(1, 2, 3, 0)  # (batch, n_sources, channels, frames)
-        if self.mask == "sigmoid":
-            return torch.sigmoid(m)
-        if self.mask == "relu":
-            return F.relu(m)
-        return torch.softmax(m, dim=1)
+        return masks_from_scores(m, self.mask)

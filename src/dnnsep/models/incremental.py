@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .base import masks_from_scores
 from .conv_ops import prelu
 from .dual_path import DualPathSeparator
 from .norms import CumulativeLayerNorm
@@ -181,11 +182,7 @@ class DualPathStream:
         frames, batch = x.shape[:2]
         m = sep.mask_conv(sep.out_act(x))  # (frames, batch, n_sources * n_filters)
         m = m.view(frames, batch, sep.n_sources, self.n_filters).permute(1, 2, 3, 0)
-        if sep.mask == "sigmoid":
-            return torch.sigmoid(m)
-        if sep.mask == "relu":
-            return F.relu(m)
-        return torch.softmax(m, dim=1)
+        return masks_from_scores(m, sep.mask)
 
 
 class TCNStream:

@@ -37,13 +37,11 @@ True
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .base import MASKS, masks_from_scores
 from .conv_ops import depthwise_conv, prelu
 from .norms import NORMS, GlobalLayerNorm, make_norm
-
-MASKS = ("sigmoid", "relu", "softmax")
 
 
 def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +200,4 @@ class TCN(nn.Module):
         batch, _, frames = skips.shape
         scores = pointwise(self.mask_conv, prelu(skips, self.prelu.weight))  # (batch, n_sources * channels, frames)
         scores = scores.view(batch, self.n_sources, -1, frames)  # split the sources
-        if self.mask == "softmax":
-            return torch.softmax(scores, dim=1)
-        return torch.sigmoid(scores) if self.mask == "sigmoid" else F.relu(scores)
+        return masks_from_scores(scores, self.mask)
