@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,21 @@ OTHER_VALUES = {
 }
 
 
+def alsa_config(directory: Path, pcm: np.ndarray | None, *, played: Path | None = None) -> Path:
+    """An ALSA configuration (for ``ALSA_CONFIG_PATH``) whose default device captures ``pcm`` (int16) from a
+    raw file and writes what it plays to ``played`` (or nowhere); ``pcm=None``: no device at all."""
+    conf = directory / "asound.conf"
+    text = "</usr/share/alsa/alsa.conf>\n"
+    if pcm is not None:
+        pcm.astype("<i2").tofile(directory / "capture.raw")
+        text += (
+            "pcm.!default {\n  type file\n  slave.pcm \"null\"\n"
+            f"  file \"{played or '/dev/null'}\"\n  infile \"{directory / 'capture.raw'}\"\n  format \"raw\"\n}}\n"
+        )  # fmt: skip
+    conf.write_text(text)
+    return conf
+
+
 def reference_si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
     """SI-SDR in dB, in float64, from its definition (zero-mean signals, scaled target)."""
     estimate = np.asarray(estimate, np.float64) - np.mean(estimate)
@@ -67,7 +83,11 @@ NEEDED = (
     ("zsh", lambda: shutil.which("zsh"), "apt-get install zsh / brew install zsh"),
     ("espeak-ng", lambda: shutil.which("espeak-ng"), "apt-get install espeak-ng / brew install espeak-ng"),
     ("PyAudio (PortAudio)", lambda: _module("pyaudio"), "bash utils/setup.sh test"),
-    ("onnxruntime", lambda: _module("onnxruntime") and _module("onnx"), "pip install -e '.[dev]'"),
+    (
+        "onnx, onnxscript, onnxruntime",
+        lambda: all(map(_module, ("onnx", "onnxscript", "onnxruntime"))),
+        "pip install -e '.[dev]'",
+    ),  # noqa: E501
     ("matplotlib", lambda: _module("matplotlib"), "pip install -e '.[dev]'"),
     (
         "fast_bss_eval, pesq, pystoi",

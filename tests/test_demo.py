@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import alsa_config
 
 from dnnsep import CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet
 from dnnsep.audio import resample
@@ -33,20 +34,6 @@ def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.pth"
     DPRNNTasNet(DPRNNConfig(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1)).save(path)
     return path
-
-
-def alsa_config(directory: Path, pcm: np.ndarray | None) -> Path:
-    """An ALSA configuration whose default capture device reads ``pcm`` (int16), or has none (None)."""
-    conf = directory / "asound.conf"
-    text = "</usr/share/alsa/alsa.conf>\n"
-    if pcm is not None:
-        pcm.astype("<i2").tofile(directory / "capture.raw")
-        text += (
-            "pcm.!default {\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n"
-            f"  infile \"{directory / 'capture.raw'}\"\n  format \"raw\"\n}}\n"
-        )  # fmt: skip
-    conf.write_text(text)
-    return conf
 
 
 @pytest.fixture(scope="module")

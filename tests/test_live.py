@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import alsa_config
 
 from dnnsep import CheckpointError, ConvTasNet, ConvTasNetConfig, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep.bin import demo
@@ -39,20 +40,6 @@ def models_dir(tmp_path_factory):
     return directory
 
 
-def alsa_config(directory: Path, pcm: np.ndarray | None) -> Path:
-    """ALSA configuration: default capture reads ``pcm``, playback goes to ``played.raw``; None: no device."""
-    conf = directory / "asound.conf"
-    text = "</usr/share/alsa/alsa.conf>\n"
-    if pcm is not None:
-        pcm.astype("<i2").tofile(directory / "capture.raw")
-        text += (
-            "pcm.!default {\n  type file\n  slave.pcm \"null\"\n"
-            f"  file \"{directory / 'played.raw'}\"\n  infile \"{directory / 'capture.raw'}\"\n  format \"raw\"\n}}\n"
-        )  # fmt: skip
-    conf.write_text(text)
-    return conf
-
-
 @pytest.fixture
 def capture(tmp_path):
     """60 s of two speech-like harmonic "voices" (syllable-rate envelopes) behind the default devices."""
@@ -60,7 +47,7 @@ def capture(tmp_path):
     voice = np.sin(2 * np.pi * 150 * t + 3 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * 2 * t) ** 2
     other = 0.6 * np.sign(np.sin(2 * np.pi * 410 * t)) * np.cos(2 * np.pi * 1.3 * t) ** 2
     pcm = np.round(9000 * (voice + other)).astype(np.int16)
-    return alsa_config(tmp_path, pcm), pcm
+    return alsa_config(tmp_path, pcm, played=tmp_path / "played.raw"), pcm
 
 
 def live(args, conf, **kwargs):
