@@ -72,7 +72,7 @@ def test_prepare_train_resume_test(tmp_path):
     exp = experiment_dir(load_config(conf, {"dataset_dir": str(data)}), out)
     assert exp.relative_to(out).as_posix() == (
         "2mix/trainable-trainable/sisdr/N8_L16_H8_K50_P25_B1/S8_F8_sigmoid_gln_noncausal_sr16k/"
-        "b4_e3_adam-lr2e-3-decay0_clip5/seed111"
+        "b2_e3_adam-lr2e-3-decay0_clip5/seed111"  # batch 2 in each of mini.yaml's 2 CPU processes
     )
     common = f'--synthetic --config "{conf}" --out_dir "{out}"'
 
@@ -81,6 +81,8 @@ def test_prepare_train_resume_test(tmp_path):
                       'echo "rc=$?"; false; echo alive', RECIPE)  # fmt: skip
     assert done.stdout.strip().splitlines()[-2:] == ["rc=0", "alive"]
     assert (data / "synthetic" / "LibriSpeech" / "dev-clean").is_dir() and not (tmp_path / "data").exists()
+    # only the subsets the lists are drawn from are synthesised (training's gets half the voice variants)
+    assert [p.name for p in (data / "synthetic" / "LibriSpeech").iterdir() if p.is_dir()] == ["dev-clean"]
     assert all((data / "2mix" / f"{split}.json").is_file() for split in ("train", "valid", "test"))
 
     # train 2 of 3 epochs, sourced from zsh, from another directory (relative paths are the user's)

@@ -3,6 +3,7 @@ losses, refusals, and DDP with gloo on CPU.  A tiny model on in-memory sums of s
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
@@ -128,7 +129,8 @@ def test_model_section_merges_over_extends_and_refuses_what_is_not_the_models(tm
 
 def test_mini_config_extends_default_and_carries_prepare_options():
     cfg = load_config(RECIPE / "conf" / "mini.yaml")
-    assert cfg.model["hidden"] < 256 and cfg.batch_size == 4 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.model["hidden"] < 256 and Path(cfg.dataset_dir).name == "dataset-mini"
+    assert cfg.batch_size * cfg.cpu_processes == 4  # batches of 4 in all, on the CPU's processes
     assert cfg.max_minutes is not None and cfg.dynamic_mixing  # the 15-minute job's guard and its levers
     args = prepare_args(RECIPE / "conf" / "mini.yaml")
     assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "test-clean"]  # held-out test voices
@@ -341,6 +343,74 @@ def test_ddp_gloo_two_processes_one_epoch_one_checkpoint(tmp_path):
     assert results[0]["history"]["valid_loss"] == results[1]["history"]["valid_loss"]  # reduced over ranks
     assert results[0]["history"]["train_loss"] == results[1]["history"]["train_loss"]
     assert len((exp / "log" / "train.log").read_text().split("epoch 1/1  train")) == 2  # rank 0 logs once
+
+
+def _deadline_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """Rank 1's clock runs 10 s per reading, rank 0's not at all: only rank 1 sees fit()'s time run out."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    ticks = itertools.count(0, 10 if rank == 1 else 0)
+    trainer_module.time.perf_counter = lambda: float(next(ticks))  # in this spawned process only
+    trainer = trainer_module.Trainer(tiny(epochs=2), out, **data(n_train=16))
+    trainer.fit(max_seconds=25)
+    p = trainer.progress
+    torch.save({"epoch": p.epoch, "step": p.step}, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_a_deadline_any_process_reaches_stops_them_all_at_the_same_step(tmp_path):
+    """max_minutes under DDP: the processes agree to pause, so none is left waiting in an all-reduce."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = torch.multiprocessing.spawn(_deadline_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
+    for _ in range(120):  # a process left waiting would hang: give up after 2 minutes instead
+        if context.join(timeout=1):
+            break
+    else:
+        for process in context.processes:
+            process.kill()
+        pytest.fail("the DDP processes did not stop together")
+    stops = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert stops[0] == stops[1] == {"epoch": 0, "step": 1}  # paused after the first of the epoch's 2 steps
+
+
+def test_cpu_processes_trains_in_that_many_processes_as_one_with_their_batches_together(tmp_path):
+    """cpu_processes: 2 with batch 2 = one process with batch 4 (same weights), started by the same command."""
+    import subprocess
+    import sys
+
+    from corpus import SEGMENT, tiny_corpus
+
+    from dnnsep.bin import prepare
+
+    class Factory:  # tiny_corpus wants a tmp_path_factory
+        def getbasetemp(self):
+            return tmp_path
+
+    assert prepare.main([str(tmp_path / "data"), "2", "--librispeech_root", str(tiny_corpus(Factory())),
+                         "--subsets", "dev-clean", "dev-clean", "test-clean", "--n_train", "8", "--no_progress",
+                         *SEGMENT]) == 0  # fmt: skip
+    options = {**TINY, "epochs": 1, "dataset_dir": str(tmp_path / "data")}
+    argv = [sys.executable, "-m", "dnnsep.bin.train", "--config", str(DEFAULT)]
+    argv += [f"--{k}={v}" for k, v in options.items()]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "OMP_NUM_THREADS")}
+    runs = {}
+    for processes, batch in ((2, 2), (1, 4)):
+        out = tmp_path / f"p{processes}"
+        done = subprocess.run([*argv, f"--cpu_processes={processes}", f"--batch_size={batch}", str(out)],
+                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        exp = experiment_dir(load_config(DEFAULT, {**options, "batch_size": batch}), out)
+        log = (exp / "log" / "train.log").read_text()
+        assert f"{processes} process(es)" in log
+        runs[processes] = load_checkpoint(exp / "model" / "last.pth")
+        assert runs[processes]["sampler"]["world_size"] == processes
+    assert "2 processes (cpu_processes)" in subprocess.run(
+        [*argv, "--cpu_processes=2", "--batch_size=2", "--epochs=2", str(tmp_path / "p3")],
+        capture_output=True, text=True, env=env, timeout=300).stdout  # fmt: skip
+    for name, weight in runs[1]["state_dict"].items():
+        torch.testing.assert_close(runs[2]["state_dict"][name], weight, atol=1e-5, rtol=1e-4)
 
 
 # -- one writer per experiment -------------------------------------------------------------------

@@ -5,7 +5,10 @@ model's options as ``--model.<option> value`` (or ``--<option> value``), the mod
 ``--model.name NAME``.  The
 experiment directory is made under OUT_DIR from the options (see ``dnnsep.training.experiment_dir``);
 MODEL_PATH, a ``model/last.pth``, continues a run exactly where it stopped.  Under
-``torchrun --nproc_per_node N -m dnnsep.bin.train ...`` it trains on N processes (GPUs).
+``torchrun --nproc_per_node N -m dnnsep.bin.train ...`` it trains on N processes (GPUs).  On the CPU,
+``cpu_processes: N`` (N > 1) has this command start that torchrun itself, each process on one thread:
+on a 2-core machine two such processes train a small model about 1.6x faster than one process on two
+threads (whose per-op thread synchronisation costs as much as the second core gives).
 """
 
 from __future__ import annotations
@@ -146,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(f"ok: {preflight(cfg, args.out_dir, args.model_path)}")
         return 0
+    processes = _cpu_processes(cfg)
+    if processes > 1:  # refusals (existing experiment, MODEL_PATH, data) once, then torchrun runs this command
+        print(f"ok: {preflight(cfg, args.out_dir, args.model_path)}; {processes} processes (cpu_processes)", flush=True)
+        sys.stderr.flush()
+        command = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        command += ["-m", "dnnsep.bin.train", *(sys.argv[1:] if argv is None else argv)]
+        os.execve(sys.executable, [sys.executable, *command], {**os.environ, "OMP_NUM_THREADS": "1"})
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports an error
         try:
             train(cfg, args.out_dir, resume=args.model_path)
@@ -154,6 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     train(cfg, args.out_dir, resume=args.model_path)
     return 0
+
+
+def _cpu_processes(cfg: TrainConfig) -> int:
+    """Processes this command should start: ``cpu_processes`` when training on the CPU, else 1 (also
+    when it is itself one of several: torchrun sets ``WORLD_SIZE``)."""
+    if cfg.cpu_processes <= 1 or "WORLD_SIZE" in os.environ:
+        return 1
+    from ..device import select_device
+
+    return cfg.cpu_processes if select_device(cfg.device).type == "cpu" else 1
 
 
 def _values(cfg: TrainConfig, keys: list[str], config: str, out_dir: str | None) -> list[str]:

@@ -43,14 +43,14 @@ from ..errors import DnnsepError
 from ..models.base import DATA_OPTIONS
 
 # Keys that may differ when a run is resumed: where the data is and how this machine runs it.
-RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "amp", "save_every_steps", "stop_after_epoch", "max_nonfinite",
-                "max_minutes")  # fmt: skip
+RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "cpu_processes", "amp", "save_every_steps", "stop_after_epoch",
+                "max_nonfinite", "max_minutes")  # fmt: skip
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("plateau", "cosine")
 # Keys added after the first checkpoints were written, with the value that means "as before": a saved
 # config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
 ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
-              "max_minutes": None}  # fmt: skip
+              "max_minutes": None, "cpu_processes": 1}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -96,6 +96,9 @@ class TrainConfig:
     early_stop_patience: int = _key("stop after this many epochs without improvement (0: never)")
     # -- running (may change when resuming) --
     device: str = _key("auto, cpu, cuda, cuda:N or mps")
+    cpu_processes: int = _key(
+        "on the CPU, train in this many processes of one thread each (DDP over gloo; batch_size is per process)"
+    )
     amp: bool = _key("mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient scaler")
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
     stop_after_epoch: Optional[int] = _key("pause (resumably) after this epoch; null: run to the end")
@@ -138,7 +141,7 @@ class TrainConfig:
             choices, value = f.metadata["choices"], getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise DnnsepError(f"{source}: {f.name}={value!r} is not one of {', '.join(choices)}")
-        positive = ("n_sources", "batch_size", "epochs", "max_nonfinite")
+        positive = ("n_sources", "batch_size", "epochs", "max_nonfinite", "cpu_processes")
         non_negative = (
             "num_workers",
             "lr_patience",

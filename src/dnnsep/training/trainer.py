@@ -295,13 +295,18 @@ class Trainer:
                     self._read_loss()
                     self._save_last()
                 times.start()
-                if self._deadline is not None and p.step < total and time.perf_counter() > self._deadline:
+                if self._deadline is not None and p.step < total and self._past_deadline():
                     self._read_loss()
                     return False
         self._read_loss()
         if times.limit and times.steps:
             self.log.info(f"epoch {epoch + 1}: {times.summary()}")
         return True
+
+    def _past_deadline(self) -> bool:
+        """Whether :meth:`fit`'s time is up, in any process: all of them stop at the same step, none waits."""
+        past = time.perf_counter() > self._deadline
+        return not distributed.all_true(not past, self.dist, self.device)
 
     def _loader(self, name: str, dataset: Dataset, **options: Any) -> DataLoader:
         """A DataLoader over ``dataset``; with workers, made once and kept (its workers persist).
@@ -675,6 +680,8 @@ def train(
         trainer = Trainer(
             cfg, out_dir, resume=resume, train_set=train_set, valid_set=valid_set, dist=dist, device=device
         )
-        return trainer.fit(max_seconds=None if cfg.max_minutes is None else 60 * cfg.max_minutes)
+        result = trainer.fit(max_seconds=None if cfg.max_minutes is None else 60 * cfg.max_minutes)
+        distributed.barrier(dist)  # no process leaves the group while another (rank 0 writing) still uses it
+        return result
     finally:
         distributed.shutdown()

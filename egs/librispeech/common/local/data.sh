@@ -87,13 +87,30 @@ if [ "$synthetic" = true ]; then kind="a synthetic corpus"; fi
 say "== stage 0: prepare $dataset_dir ($n_sources speakers per mixture, $kind)"
 if [ "$synthetic" = true ]; then
   corpus=$dataset_dir/synthetic
-  made="speakers=$speakers utts=$utts seconds=$min_s-$max_s"
-  # made again only when missing, or when corpus options were given and differ from what it was made with
-  if [ ! -f "$corpus/.complete" ] || { [ "$corpus_given" = true ] && [ "$(cat "$corpus/.complete")" != "$made" ]; }; then
+  # the subsets the lists are drawn from, training's first: it gets half the voice variants, the others share
+  # the rest (LibriSpeech's three when prepare is not told otherwise)
+  subsets=(train-clean-100 dev-clean test-clean)
+  i=0
+  while [ $i -lt ${#prepare_args[@]} ]; do
+    if [ "${prepare_args[$i]}" = --subsets ] && [ $((i + 3)) -lt $((${#prepare_args[@]} + 1)) ]; then
+      subsets=()
+      for s in "${prepare_args[@]:$((i + 1)):3}"; do
+        case " ${subsets[*]-} " in *" $s "*) ;; *) subsets+=("$s") ;; esac
+      done
+    fi
+    i=$((i + 1))
+  done
+  made="speakers=$speakers utts=$utts seconds=$min_s-$max_s subsets=${subsets[*]}"
+  # made again only when missing, when it lacks a subset the lists need, or when corpus options were given
+  # and differ from what it was made with
+  missing=false
+  for s in "${subsets[@]}"; do [ -d "$corpus/LibriSpeech/$s" ] || missing=true; done
+  if [ ! -f "$corpus/.complete" ] || [ "$missing" = true ] \
+    || { [ "$corpus_given" = true ] && [ "$(cat "$corpus/.complete")" != "$made" ]; }; then
     if [ -f "$corpus/.complete" ]; then say "the corpus options changed: making the offline corpus again"; fi
     rm -rf "$corpus"
     "$PYTHON" -m dnnsep.bin.make_corpus "$corpus" --n_speakers "$speakers" --utts_per_speaker "$utts" \
-      --seconds "$min_s" "$max_s" --quiet >&2
+      --seconds "$min_s" "$max_s" --subsets "${subsets[@]}" --quiet >&2
     printf '%s\n' "$made" > "$corpus/.complete"
     prepare_args+=(--overwrite)  # the lists of the corpus it replaces are derived data
   fi
