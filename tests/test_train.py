@@ -127,10 +127,16 @@ def test_model_section_merges_over_extends_and_refuses_what_is_not_the_models(tm
     assert load_config(DEFAULT, {"hidden": 32}).model["hidden"] == 32  # a bare model option on the command line
 
 
+def test_cpu_processes_must_share_the_batch_evenly():
+    with pytest.raises(DnnsepError, match=r"batch_size \(4\) must be a multiple of cpu_processes \(3\)"):
+        tiny(cpu_processes=3)
+    assert tiny(cpu_processes=2).cpu_processes == 2
+
+
 def test_mini_config_extends_default_and_carries_prepare_options():
     cfg = load_config(RECIPE / "conf" / "mini.yaml")
     assert cfg.model["hidden"] < 256 and Path(cfg.dataset_dir).name == "dataset-mini"
-    assert cfg.batch_size * cfg.cpu_processes == 4  # batches of 4 in all, on the CPU's processes
+    assert cfg.batch_size == 4 and cfg.cpu_processes == 2  # its two CPU processes share each batch of 4
     assert cfg.max_minutes is not None and cfg.dynamic_mixing  # the 15-minute job's guard and its levers
     args = prepare_args(RECIPE / "conf" / "mini.yaml")
     assert args[:4] == ["--subsets", "dev-clean", "dev-clean", "test-clean"]  # held-out test voices
@@ -376,7 +382,7 @@ def test_ddp_a_deadline_any_process_reaches_stops_them_all_at_the_same_step(tmp_
 
 
 def test_cpu_processes_trains_in_that_many_processes_as_one_with_their_batches_together(tmp_path):
-    """cpu_processes: 2 with batch 2 = one process with batch 4 (same weights), started by the same command."""
+    """cpu_processes: 2 share each batch: the weights of one process, from processes the same command starts."""
     import subprocess
     import sys
 
@@ -396,18 +402,18 @@ def test_cpu_processes_trains_in_that_many_processes_as_one_with_their_batches_t
     argv += [f"--{k}={v}" for k, v in options.items()]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "OMP_NUM_THREADS")}
     runs = {}
-    for processes, batch in ((2, 2), (1, 4)):
+    for processes in (2, 1):
         out = tmp_path / f"p{processes}"
-        done = subprocess.run([*argv, f"--cpu_processes={processes}", f"--batch_size={batch}", str(out)],
+        done = subprocess.run([*argv, f"--cpu_processes={processes}", str(out)],
                               capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
-        exp = experiment_dir(load_config(DEFAULT, {**options, "batch_size": batch}), out)
+        exp = experiment_dir(load_config(DEFAULT, options), out)
         log = (exp / "log" / "train.log").read_text()
         assert f"{processes} process(es)" in log
         runs[processes] = load_checkpoint(exp / "model" / "last.pth")
         assert runs[processes]["sampler"]["world_size"] == processes
     assert "2 processes (cpu_processes)" in subprocess.run(
-        [*argv, "--cpu_processes=2", "--batch_size=2", "--epochs=2", str(tmp_path / "p3")],
+        [*argv, "--cpu_processes=2", "--epochs=2", str(tmp_path / "p3")],
         capture_output=True, text=True, env=env, timeout=300).stdout  # fmt: skip
     for name, weight in runs[1]["state_dict"].items():
         torch.testing.assert_close(runs[2]["state_dict"][name], weight, atol=1e-5, rtol=1e-4)

@@ -77,7 +77,7 @@ class TrainConfig:
     # -- model: its own section, {name: ..., option: value, ...} (see dnnsep.models) --
     model: dict = _key("the model's name and options (model.name, model.<option>)")
     # -- optimisation --
-    batch_size: int = _key("examples per step (per process under torchrun)")
+    batch_size: int = _key("examples per step (per process under torchrun; cpu_processes share them)")
     epochs: int = _key("maximum number of epochs")
     loss_threshold: Optional[float] = _key("soft-threshold the SI-SDR loss at this many dB (null: plain SI-SDR)")
     optimizer: str = _key("optimizer", OPTIMIZERS)
@@ -97,7 +97,7 @@ class TrainConfig:
     # -- running (may change when resuming) --
     device: str = _key("auto, cpu, cuda, cuda:N or mps")
     cpu_processes: int = _key(
-        "on the CPU, train in this many processes of one thread each (DDP over gloo; batch_size is per process)"
+        "on the CPU, train in this many processes of one thread each (DDP over gloo), sharing each batch"
     )
     amp: bool = _key("mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient scaler")
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
@@ -159,6 +159,9 @@ class TrainConfig:
                 raise DnnsepError(f"{source}: {name} must not be negative, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 < self.lr_factor < 1:
             raise DnnsepError(f"{source}: need lr > 0 and 0 < lr_factor < 1, got {self.lr} and {self.lr_factor}")
+        if self.batch_size % self.cpu_processes:
+            raise DnnsepError(f"{source}: batch_size ({self.batch_size}) must be a multiple of cpu_processes "
+                              f"({self.cpu_processes}), which share each batch")  # fmt: skip
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:

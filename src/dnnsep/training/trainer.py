@@ -147,12 +147,13 @@ class Trainer:
         self._deadline: float | None = None  # perf_counter time at which fit(max_seconds=) pauses
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.events: list[list[Any]] = []  # [epoch, label]: lr halvings, the stop
+        batch = process_batch(cfg, dist, device)
         self.sampler = EpochBatchSampler(
-            len(train_set), batch_size=cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size
+            len(train_set), batch_size=batch, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size
         )
         self.valid_sampler = EpochBatchSampler(
             len(valid_set),
-            batch_size=cfg.batch_size,
+            batch_size=batch,
             seed=cfg.seed,
             shuffle=False,
             rank=dist.rank,
@@ -662,6 +663,14 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
             raise DnnsepError(f"{path}: holds no mixtures")
         sets.append(data)
     return sets[0], sets[1]
+
+
+def process_batch(cfg: TrainConfig, dist: distributed.Dist, device: torch.device) -> int:
+    """Examples per step in this process: ``batch_size``, shared out when the config's ``cpu_processes``
+    run it on the CPU (they train the batches one process would); under torchrun otherwise, per process."""
+    if device.type == "cpu" and dist.world_size == cfg.cpu_processes > 1:
+        return cfg.batch_size // cfg.cpu_processes
+    return cfg.batch_size
 
 
 def train(
