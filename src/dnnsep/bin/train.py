@@ -161,9 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(cfg, args.out_dir, resume=args.model_path)
         except DnnsepError:
             return 2
+        _leave_group_process()
         return 0
     train(cfg, args.out_dir, resume=args.model_path)
+    _leave_group_process()
     return 0
+
+
+def _leave_group_process() -> None:
+    """Under torchrun, once training is done and the group destroyed: exit at once, skipping the C++
+    static destructors, where gloo's background threads now and then abort a finished process
+    ("terminate called without an active exception"), which torchrun reports as a failed run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _cpu_processes(cfg: TrainConfig) -> int:
