@@ -15,6 +15,7 @@ from dnnsep.losses import pit_si_sdr
 from dnnsep.models import lstm
 from dnnsep.models.dual_path import DualPathBlock, RNNProjection
 from dnnsep.models.norms import CumulativeLayerNorm, GlobalLayerNorm
+from dnnsep.training import amp
 from dnnsep.training.amp import amp_dtype, uses_scaler
 
 TINY = dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=2)
@@ -112,7 +113,11 @@ def test_amp_dtype_is_bf16_where_supported_else_fp16_with_a_scaler(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, s=supported, **k: s)  # a fake GPU
         assert amp_dtype(cuda) == dtype and amp_dtype(cuda, bf16_supported=supported) == dtype
         assert uses_scaler(amp_dtype(cuda)) == (dtype == torch.float16)
-    assert amp_dtype(torch.device("cpu")) is None and amp_dtype(torch.device("mps")) is None
+    cpu = torch.device("cpu")
+    for supported, dtype in ((True, torch.bfloat16), (False, None)):  # a CPU with or without bfloat16 instructions
+        monkeypatch.setattr(amp, "cpu_has_bf16", lambda s=supported: s)
+        assert amp_dtype(cpu) == dtype and amp_dtype(cpu, bf16_supported=supported) == dtype
+    assert amp_dtype(torch.device("mps")) is None
     assert not uses_scaler(None)
 
 

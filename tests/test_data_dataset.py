@@ -12,6 +12,7 @@ from corpus import SEGMENT, tiny_corpus
 
 from dnnsep.bin import prepare
 from dnnsep.data import MixtureDataset, list_path
+from dnnsep.data import dataset as dataset_module
 from dnnsep.errors import AudioError, DnnsepError
 
 
@@ -54,20 +55,47 @@ def test_items_are_float32_sources_at_their_stored_level_summing_to_the_mixture(
     assert lengths == {16000} if split == "train" else len(lengths) == 2  # full length: variable
 
 
-def test_reader_decodes_only_the_frames_it_needs(dataset_dir, monkeypatch):
-    ds = MixtureDataset(list_path(dataset_dir, 2, "train"))
+def _record_reads(monkeypatch) -> list[tuple[str, int, int, int]]:
+    """Every SoundFile.read from now on: (file, position, frames asked, file length)."""
     reads = []
     real_read = sf.SoundFile.read
 
     def read(self, frames=-1, **kwargs):
-        reads.append((self.tell(), frames, self.frames))  # (position, frames asked, file length)
+        reads.append((self.name, self.tell(), frames, self.frames))
         return real_read(self, frames, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", read)
+    return reads
+
+
+def test_reader_of_a_large_list_decodes_only_the_frames_it_needs(dataset_dir, monkeypatch):
+    monkeypatch.setattr(dataset_module, "CACHE_MB", 0)  # as for LibriSpeech's training sets
+    ds = MixtureDataset(list_path(dataset_dir, 2, "train"))
+    reads = _record_reads(monkeypatch)
     frames, specs = ds.spec(3)
     ds[3]
-    assert [(pos, n) for pos, n, _ in reads] == [(src["start"], frames) for src in specs]
-    assert all(n < length for _, n, length in reads) and any(pos for pos, _, _ in reads)
+    assert [(pos, n) for _, pos, n, _ in reads] == [(src["start"], frames) for src in specs]
+    assert all(n < length for _, _, n, length in reads) and any(pos for _, pos, _, _ in reads)
+
+
+def test_a_small_list_reads_each_file_once_whole_and_gives_the_same_items(dataset_dir, monkeypatch):
+    path = list_path(dataset_dir, 2, "train")
+    monkeypatch.setattr(dataset_module, "CACHE_MB", 0)
+    from_disk = MixtureDataset(path, dynamic_mixing=True, seed=1)
+    monkeypatch.undo()
+    cached = MixtureDataset(path, dynamic_mixing=True, seed=1)
+    reads = _record_reads(monkeypatch)
+    for epoch in (0, 1):
+        cached.set_epoch(epoch)
+        from_disk.set_epoch(epoch)
+        for i in range(len(cached)):
+            want, got = from_disk[i], cached[i]
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # the same samples, bit for bit
+    whole = [(name, pos, n) for name, pos, n, _ in reads if n == -1]
+    assert whole and all(pos == 0 for _, pos, _ in whole)  # the cache's reads: whole files from the start
+    names = [name for name, _, _ in whole]
+    assert len(names) == len(set(names))  # each file decoded once over both epochs
+    assert len(reads) - len(whole) == 2 * 2 * len(cached)  # from_disk's slices: every source of every item
 
 
 def test_wrong_sample_rate_and_missing_files_are_clear_errors(dataset_dir, tmp_path):

@@ -261,6 +261,30 @@ def test_lr_halving_and_early_stopping_on_scripted_validation(tmp_path, monkeypa
     assert again["epoch"] == 7  # a finished run resumes to nothing
 
 
+def test_loss_png_is_redrawn_at_most_every_plot_interval_and_at_the_end(tmp_path, monkeypatch):
+    drawn = []  # epochs in the history of each plot drawn
+    real_plot = trainer_module.plot_history
+    monkeypatch.setattr(
+        trainer_module,
+        "plot_history",
+        lambda path, h, **k: drawn.append(len(h["train_loss"])) or real_plot(path, h, **k),
+    )
+    monkeypatch.setattr(trainer_module, "PLOT_EVERY_SECONDS", 3600.0)
+    cfg = tiny(epochs=4)
+    train(cfg, tmp_path / "a", **data(n_train=4))
+    assert drawn == [1, 4]  # the first epoch, then none within the interval but the last (the run ended)
+    drawn.clear()
+    monkeypatch.setattr(trainer_module, "PLOT_EVERY_SECONDS", 0.0)
+    train(cfg, tmp_path / "b", **data(n_train=4))
+    assert drawn == [1, 2, 3, 4]
+    drawn.clear()  # a pause (a time slice, as max_minutes) draws what the interval held back
+    monkeypatch.setattr(trainer_module, "PLOT_EVERY_SECONDS", 3600.0)
+    trainer = trainer_module.Trainer(tiny(epochs=4, batch_size=1), tmp_path / "c", **data(n_train=4))
+    monkeypatch.setattr(trainer, "_past_deadline", lambda: trainer.progress.epoch == 2 and trainer.progress.step == 1)
+    trainer.fit(max_seconds=1e9)
+    assert drawn == [1, 2] and trainer.progress.epoch == 2  # epoch 2's plot was held back, then drawn at the pause
+
+
 def test_kill_during_save_leaves_the_previous_last_pth(tmp_path, monkeypatch):
     cfg = tiny(epochs=2, stop_after_epoch=1)
     train(cfg, tmp_path, **data(n_train=4))

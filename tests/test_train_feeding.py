@@ -44,10 +44,29 @@ def test_trainer_picks_the_autocast_dtype_and_scaler_for_the_gpu(tmp_path, monke
     assert off.amp_dtype is None and not off.scaler.is_enabled()
 
 
-def test_amp_is_ignored_on_cpu_with_a_log_line(tmp_path):
+def test_amp_is_ignored_on_a_cpu_without_bf16_with_a_log_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: False)
     trainer = Trainer(tiny(amp=True), tmp_path, **data(n_train=4))
     assert not trainer.amp and trainer.amp_dtype is None and not trainer.scaler.is_enabled()
-    assert "amp ignored: mixed precision needs CUDA" in (trainer.exp / "log" / "train.log").read_text()
+    log = (trainer.exp / "log" / "train.log").read_text()
+    assert "amp ignored: mixed precision needs CUDA or a CPU with bfloat16 instructions" in log
+
+
+def test_amp_on_a_cpu_with_bf16_trains_under_bfloat16_autocast(tmp_path, monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: True)  # any CPU runs it (emulated where not native)
+    seen = []
+    cfg = tiny(amp=True, epochs=1)
+    trainer = Trainer(cfg, tmp_path, **data(n_train=4))
+    trainer.model.register_forward_hook(
+        lambda m, args, out: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+    )
+    assert trainer.amp and trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    summary = trainer.fit()
+    assert seen and all(s == (True, torch.bfloat16) for s in seen)  # training and validation steps alike
+    assert math.isfinite(summary["history"]["train_loss"][0]) and math.isfinite(summary["history"]["valid_loss"][0])
+    assert "mixed precision (torch.bfloat16)" in (trainer.exp / "log" / "train.log").read_text()
+    state = load_checkpoint(exp_of(cfg, tmp_path) / "model" / "last.pth")
+    assert all(v.dtype == torch.float32 for v in state["state_dict"].values())  # float32 master weights
 
 
 def test_scaler_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch):

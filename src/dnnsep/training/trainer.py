@@ -61,6 +61,7 @@ MODEL_KIND = "dnnsep-model"  # marks best.pth: a model for inference
 FORMAT_VERSION = 2  # 2: the model has its own config section (1: the first release; still resumes)
 RESUMABLE_FORMATS = (1, 2)
 LOSS_READ_EVERY = 50  # steps between reads of the on-device loss sum (CUDA), for the progress bar
+PLOT_EVERY_SECONDS = 30.0  # loss/loss.png is redrawn at most this often, and when the run stops or pauses
 
 
 @dataclass
@@ -107,6 +108,8 @@ class Trainer:
         self.last_path, self.best_path = self.exp / "model" / "last.pth", self.exp / "model" / "best.pth"
         error, ckpt = None, None
         self._lock = contextlib.ExitStack()  # one writer per experiment: rank 0 holds it for the run
+        self._plotted_at: float | None = None  # time.monotonic() of the last loss.png (see _plot)
+        self._plot_pending = False  # epochs since then not drawn yet
         try:  # every process checks, then all agree, so none is left waiting in a collective
             if dist.is_main:
                 self._lock.enter_context(hold(self.exp, what="experiment"))
@@ -134,7 +137,7 @@ class Trainer:
         if device.type == "mps":  # checked against the CPU first; may train on the CPU instead
             self.model, self.device = guard_mps(self.model)
             device = self.device
-        self.amp_dtype = amp_dtype(device) if cfg.amp else None  # bfloat16 or float16 on CUDA, else None
+        self.amp_dtype = amp_dtype(device) if cfg.amp else None  # bfloat16 (or float16 on CUDA), else None
         self.amp = self.amp_dtype is not None
         self.optimizer = make_optimizer(cfg, self.model)
         self.scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(self.amp_dtype))
@@ -198,7 +201,10 @@ class Trainer:
             f"{len(self.valid_set)} validation mixtures"
         )
         if cfg.amp and not self.amp:
-            log.info(f"amp ignored: mixed precision needs CUDA, running on {self.device}")
+            log.info(
+                f"amp ignored: mixed precision needs CUDA or a CPU with bfloat16 instructions (AVX-512 BF16, "
+                f"AMX); running on {self.device} without them"
+            )
         if ckpt is None:
             return
         self.model.load_state_dict(ckpt["state_dict"])
@@ -234,6 +240,8 @@ class Trainer:
             while p.stopped is None and p.epoch < cfg.epochs:
                 if not self._train_epoch():
                     self._save_last()
+                    if self.dist.is_main and self._plot_pending:
+                        self._plot(force=True)
                     self.log.info(f"paused after {max_seconds:g} s (epoch {p.epoch + 1}, step {p.step})")
                     break
                 self._end_epoch()
@@ -511,15 +519,29 @@ class Trainer:
             log.info(f"  non-finite losses skipped so far: {p.nonfinite_total}")
         if self.dist.is_main:
             write_history_csv(self.exp / "loss" / "loss.csv", self.history)
-            plot_history(
-                self.exp / "loss" / "loss.png",
-                self.history,
-                logger=log,
-                title="/".join(self.exp.parts[-7:-3]) + "\n" + "/".join(self.exp.parts[-3:]),
-                events=dict(self.events),
-            )
+            paused = cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch
+            self._plot(force=bool(p.stopped) or paused or action == "halve")  # the last state, and each lr event
         if p.stopped:
             log.info(p.stopped)
+
+    def _plot(self, *, force: bool = False) -> None:
+        """Redraw loss/loss.png (rank 0): when ``force``d, or :data:`PLOT_EVERY_SECONDS` after the last.
+
+        A plot takes about 0.1 s, which the other processes wait out; at a few seconds an epoch (the
+        main job's) plotting every epoch would cost 2-3% of the training time.
+        """
+        now = time.monotonic()
+        if not force and self._plotted_at is not None and now - self._plotted_at < PLOT_EVERY_SECONDS:
+            self._plot_pending = True
+            return
+        self._plotted_at, self._plot_pending = now, False
+        plot_history(
+            self.exp / "loss" / "loss.png",
+            self.history,
+            logger=self.log,
+            title="/".join(self.exp.parts[-7:-3]) + "\n" + "/".join(self.exp.parts[-3:]),
+            events=dict(self.events),
+        )
 
     # -- checkpoints -----------------------------------------------------------------------------
 
