@@ -45,6 +45,7 @@ num_workers: 0
 device: cpu
 lr: 2.0e-3  # the seed mini config's training, whatever mini.yaml's levers are today
 dynamic_mixing: false
+speed_perturb: 0.0
 loss_threshold: null
 warmup_steps: 0
 lr_schedule: plateau

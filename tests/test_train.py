@@ -18,7 +18,7 @@ from dnnsep.checkpoint import load_checkpoint
 from dnnsep.cli import run
 from dnnsep.errors import CheckpointError, DnnsepError
 from dnnsep.models import DPRNNTasNet
-from dnnsep.training import experiment_dir, load_config
+from dnnsep.training import distributed, experiment_dir, load_config
 from dnnsep.training import trainer as trainer_module
 from dnnsep.training.config import TrainConfig, prepare_args
 from dnnsep.training.sampler import EpochBatchSampler
@@ -386,6 +386,9 @@ def _deadline_worker(rank: int, world_size: int, port: int, out: str) -> None:
     trainer.fit(max_seconds=25)
     p = trainer.progress
     torch.save({"epoch": p.epoch, "step": p.step}, Path(out) / f"rank{rank}.pt")
+    distributed.barrier(trainer.dist)  # then leave as `python -m dnnsep.bin.train` does under torchrun:
+    distributed.shutdown()  # gloo's threads can abort a process that exits with the group still set up
+    os._exit(0)
 
 
 def test_ddp_a_deadline_any_process_reaches_stops_them_all_at_the_same_step(tmp_path):
