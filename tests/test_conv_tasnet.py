@@ -254,3 +254,22 @@ def test_the_exporters_depthwise_conv_equals_the_fast_one(dilation, causal):
     fast = conv_ops.depthwise_conv(y, w, b, dilation=dilation, left=left, tap_bias=tap_bias)
     plain = conv_ops._depthwise_plain(y, w, b, tap_bias, dilation, left)
     torch.testing.assert_close(plain, fast, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["gln", "cln"])
+def test_trains_under_cpu_bfloat16_autocast_with_float32_gradients(causal):
+    """``amp: true`` on a CPU with bfloat16: the depthwise conv's own backward meets bfloat16 activations."""
+    torch.manual_seed(0)
+    model = tiny(**(CAUSAL if causal else {}))
+    x = torch.randn(2, 800)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    loss = y.float().pow(2).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    reference = tiny(**(CAUSAL if causal else {}))
+    reference.load_state_dict(model.state_dict())
+    reference(x).float().pow(2).mean().backward()  # float32: the same gradient, to bfloat16's precision
+    got, want = torch.cat([g.flatten() for g in grads]), torch.cat([p.grad.flatten() for p in reference.parameters()])
+    assert F.cosine_similarity(got, want, dim=0) > 0.99

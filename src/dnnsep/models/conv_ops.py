@@ -115,6 +115,7 @@ def _edges(lo: int, hi: int, frames: int) -> tuple[slice, slice]:
 class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, weight, bias, tap_bias, dilation, left):
+        y = y.to(torch.promote_types(y.dtype, weight.dtype))  # under autocast y may be bfloat16: one dtype here
         frames = y.shape[-1]
         taps = _taps(weight, frames, dilation, left)
         centre = next((k for k, offset, _, _ in taps if offset == 0), None)
