@@ -171,3 +171,21 @@ def test_live_wavs_are_complete_after_each_close(tmp_path):
     np.testing.assert_array_equal(mixture, np.concatenate([b[0] for b in blocks]))
     np.testing.assert_array_equal(estimates[1], np.concatenate([b[2] for b in blocks]))
     assert not (tmp_path / "estimated-5.wav").exists()
+
+
+def test_status_line_warns_as_soon_as_it_falls_behind_not_at_the_next_refresh():
+    import io
+
+    from dnnsep.live import StatusLine
+
+    stream = io.StringIO()  # not a tty: a line a second
+    meter = StatusLine(stream, 2, RATE)
+    block = np.zeros((2, 320), np.float32)
+    meter.update(block, seconds=0.02, rtf=0.1, backlog=0.0)  # the first line
+    meter.update(block, seconds=0.04, rtf=0.1, backlog=0.1)  # within the second, not behind: no line
+    assert stream.getvalue().count("\n") == 1
+    meter.update(block, seconds=0.06, rtf=0.1, backlog=0.5)  # behind: a line now, not a second later
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "warning: behind, backlog 0.5 s" in lines[1]
+    meter.update(block, seconds=0.08, rtf=0.1, backlog=0.6)  # still behind: back to a line a second
+    assert len(stream.getvalue().splitlines()) == 2

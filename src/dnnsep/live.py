@@ -277,19 +277,22 @@ class StatusLine:
         self.last = -math.inf
         self.energy = np.zeros(n_sources)  # since the last line
         self.count = 0
+        self.behind = False  # the backlog was over 0.25 s at the last update
 
     def update(self, out: np.ndarray, *, seconds: float, rtf: float, backlog: float) -> None:
         self.energy += np.square(out, dtype=np.float64).sum(axis=1)
         self.count += out.shape[1]
         now = time.monotonic()
-        if now - self.last < self.every:
+        behind = backlog > 0.25
+        newly_behind, self.behind = behind and not self.behind, behind  # say so at once, not at the next line
+        if now - self.last < self.every and not newly_behind:
             return
         self.last = now
         rms = np.sqrt(self.energy / max(self.count, 1))
         self.energy[:], self.count = 0, 0
         meters = " | ".join(f"voice {k} {_meter(level)}" for k, level in enumerate(rms))
         line = f"live {seconds:6.1f} s | {meters} | RTF {rtf:.2f}"
-        if backlog > 0.25:
+        if behind:
             line += f" | warning: behind, backlog {backlog:.1f} s"
         self.stream.write(f"\r{line}\x1b[K" if self.tty else f"{line}\n")
         self.stream.flush()
