@@ -12,7 +12,9 @@ laptop-size Conv-TasNet (N=256, B=64, H=256, Sc=64, X=8, R=2); or it is a causal
 The issue's targets: RTF <= 0.5 with 20 ms blocks on one thread, p99 block time under the block's
 duration, and streaming compute at most 1.2x the offline pass's (the RTF and offline RTF columns; the
 100 ms and 1 s blocks show where batch-1 kernels stop costing: a DPRNN chunk's LSTMs run at batch 1 when
-a block completes one chunk, at batch 4 and 40 when it completes 4 or 40).
+a block completes one chunk, at batch 4 and 40 when it completes 4 or 40).  For DPRNN it also times the
+LSTM calls a stream makes per chunk with nothing around them (:func:`lstm_floor`): a floor under the
+streaming RTF with small blocks, whatever the engine does around those calls.
 
     python bench/bench_streaming.py [--seconds 15] [--blocks_ms 10 20 50 100 1000] [--threads 1 2] [--model NAME|PATH]
 """
@@ -56,6 +58,39 @@ def time_stream(model, x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarra
     return np.array(times), np.concatenate(outs, axis=1)
 
 
+def lstm_floor(model, rounds: int = 50) -> float | None:
+    """Seconds per second of audio that a DPRNN stream's LSTM calls alone take (None for other models).
+
+    Streaming runs each chunk through the blocks once, when its last frame is in: per block the
+    intra-chunk BiLSTM's two directions over ``chunk_size`` steps at batch 1, and one step of the
+    inter-chunk LSTM at batch ``chunk_size``; a chunk completes every ``hop_size`` frames.  These are
+    the calls the engine cannot batch (the latency contract runs each chunk as soon as it is
+    complete); timed here with nothing else around them, their sum is a floor under the streaming RTF.
+    """
+    sep = model.separator
+    if not hasattr(sep, "blocks") or not hasattr(sep, "chunk_size"):
+        return None
+    channels, k = sep.bottleneck.out_features, sep.chunk_size
+    intra_x = torch.randn(k, 1, channels)  # one chunk, batch 1
+    inter_x = torch.randn(1, k, channels)  # one step, a sequence per chunk position
+    calls = []
+    for block in sep.blocks:
+        units = block.inter.rnn.hidden_size
+        state = (torch.zeros(1, k, units), torch.zeros(1, k, units))
+        calls += [lambda m=block.intra.rnn: m(intra_x), lambda m=block.intra.rnn_reverse: m(intra_x)]
+        calls.append(lambda m=block.inter.rnn, s=state: m(inter_x, s))
+    with torch.inference_mode():
+        for call in calls:  # warm up
+            call()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for call in calls:
+                call()
+        per_chunk = (time.perf_counter() - start) / rounds
+    chunks_per_second = SR / (sep.hop_size * model.config.stride)
+    return per_chunk * chunks_per_second
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="audio per setting (15)")
@@ -87,13 +122,18 @@ def main() -> int:
         f"{'RTF':>6} {'offline RTF':>11} {'max |diff|':>10}"
     )
     print(header, flush=True)
-    rows = []
+    rows, floors = [], []
     for threads in args.threads:
         torch.set_num_threads(threads)
         time_stream(model, x[:SR], SR // 50)  # warm up (allocations, the LSTM direction pool)
         start = time.perf_counter()
         expected = model.separate(x)
         offline_rtf = (time.perf_counter() - start) / args.seconds
+        floor = lstm_floor(model)
+        if floor is not None:
+            print(f"{threads:>7} threads: a stream's LSTM calls alone (batch 1 per chunk): RTF {floor:.3f}, "
+                  f"{floor / offline_rtf:.2f}x the offline pass's {offline_rtf:.3f}", flush=True)  # fmt: skip
+            floors.append({"threads": threads, "lstm_floor_rtf": floor, "offline_rtf": offline_rtf})
         for ms in args.blocks_ms:
             block = int(round(ms * SR / 1000))
             times, out = time_stream(model, x, block)
@@ -116,7 +156,7 @@ def main() -> int:
             )
     print(f"load average {os.getloadavg()[0]:.1f} at the end (a busy machine stretches the tail)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"blocks": rows, "lstm_floor": floors}, indent=2) + "\n")
     return 0
 
 

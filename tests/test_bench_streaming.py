@@ -28,3 +28,5 @@ def test_streaming_bench_runs_and_matches_the_offline_pass(model):
     assert done.returncode == 0, done.stderr[-2000:]
     row = [line.split() for line in done.stdout.splitlines() if line.split()[:2] == ["1", "20"]]
     assert row and float(row[0][-1]) < 1e-4, done.stdout  # max |diff| against the offline pass
+    floor = [line for line in done.stdout.splitlines() if "LSTM calls alone" in line]
+    assert len(floor) == (model == "dprnn_tasnet"), done.stdout  # the batch-1 floor: DPRNN only

@@ -21,6 +21,7 @@ import torch
 from conftest import alsa_config
 
 from dnnsep import CheckpointError, ConvTasNet, ConvTasNetConfig, DnnsepError, DPRNNConfig, DPRNNTasNet, models
+from dnnsep import live as live_module
 from dnnsep.bin import demo
 from dnnsep.live import LiveWavs, to_pcm16
 from dnnsep.streaming import StreamingSeparator
@@ -152,9 +153,29 @@ def test_bad_live_options(models_dir):
         (["--play", "2"], r"--play 2: the model separates 2 voices \(0\.\.1\)"),
         (["--seconds", "0"], "--seconds must be positive"),
         (["--sample_rate", "8000"], r"--live records at the model's rate \(16000 Hz\)"),
+        (["--threads", "0"], "--threads must be at least 1"),
     ]:
         with pytest.raises(DnnsepError, match=message):
             demo.main(["--live", "--model", str(models_dir / "causal.pth"), "--device", "cpu", *args])
+
+
+@pytest.mark.parametrize("args,expected", [([], 1), (["--threads", "2"], 2)])
+def test_live_streams_on_one_cpu_thread_unless_told(args, expected, models_dir, monkeypatch, capsys):
+    seen = {}
+
+    def run_live(engine, **kwargs):  # the devices are tested above; here, the threads it runs on
+        seen["threads"] = torch.get_num_threads()
+        return {"samples": 0, "rtf": 0.0, "stopped": "", "files": []}
+
+    monkeypatch.setattr(live_module, "run_live", run_live)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert demo.main(["--live", "--model", str(models_dir / "causal.pth"), "--device", "cpu", *args]) == 0
+        assert seen["threads"] == expected and torch.get_num_threads() == 3  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert f"20 ms blocks, {expected} thread" in capsys.readouterr().err
 
 
 def test_live_wavs_are_complete_after_each_close(tmp_path):

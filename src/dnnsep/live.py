@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from .device import select_device
 from .errors import DnnsepError
@@ -38,10 +39,14 @@ from .pretrained import load_model
 from .streaming import StreamingSeparator
 
 METER_DB = 60  # the level meter's range, in dB below full scale
+# torch intra-op threads while streaming on CPU: a DPRNN chunk's LSTMs run at batch 1, which a second
+# thread does not speed up (RTF 0.21-0.22 on 1 and 2 threads, 20 ms blocks), while it makes the
+# slowest blocks 3-5x slower (p99 6-7 ms against 9-17 ms, max 7-8 against 31-42 ms): bench/README.md
+LIVE_THREADS = 1
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """The demo's live options (``--live``, ``--seconds``, ``--play``, ``--block_ms``)."""
+    """The demo's live options (``--live``, ``--seconds``, ``--play``, ``--block_ms``, ``--threads``)."""
     group = parser.add_argument_group("live separation (--live)")
     group.add_argument(
         "--live", action="store_true", help="separate as you speak, with a causal model (default out_dir results/live)"
@@ -49,6 +54,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: at Ctrl-C)")
     group.add_argument("--play", type=int, metavar="K", help="play voice K to the default output device")
     group.add_argument("--block_ms", type=float, default=20.0, metavar="MS", help="capture block (default 20 ms)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=LIVE_THREADS,
+        metavar="N",
+        help=f"CPU threads for separation (default {LIVE_THREADS}: a stream's kernels are too small to share)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -57,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
         raise DnnsepError("--seconds must be positive")
     if not 1 <= args.block_ms <= 1000:
         raise DnnsepError("--block_ms must be in 1..1000")
+    if args.threads < 1:
+        raise DnnsepError("--threads must be at least 1")
     model, model_path = load_model(
         args.model, recipe_dir=args.recipe_dir, device=select_device(args.device), causal=True
     )
@@ -68,20 +82,28 @@ def main(args: argparse.Namespace) -> int:
     engine = StreamingSeparator(model)  # refuses a model that looks ahead, before any device opens
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.recipe_dir) / "results" / "live"
     rate = model.sample_rate
+    on_cpu = model.device.type == "cpu"
+    threads = f", {args.threads} thread{'s' if args.threads > 1 else ''}" if on_cpu else ""
     print(
-        f"model: {model_path}; latency {1000 * engine.latency / rate:.0f} ms + {args.block_ms:g} ms blocks. "
-        f"{'Ctrl-C to stop' if args.seconds is None else f'{args.seconds:g} s (Ctrl-C to stop early)'}",
+        f"model: {model_path}; latency {1000 * engine.latency / rate:.0f} ms + {args.block_ms:g} ms blocks"
+        f"{threads}. {'Ctrl-C to stop' if args.seconds is None else f'{args.seconds:g} s (Ctrl-C to stop early)'}",
         file=sys.stderr,
     )
-    summary = run_live(
-        engine,
-        out_dir=out_dir,
-        seconds=args.seconds,
-        play=args.play,
-        block=max(1, int(round(args.block_ms * rate / 1000))),
-        device_index=args.device_index,
-        verbose=args.verbose,
-    )
+    before = torch.get_num_threads()
+    if on_cpu:
+        torch.set_num_threads(args.threads)
+    try:
+        summary = run_live(
+            engine,
+            out_dir=out_dir,
+            seconds=args.seconds,
+            play=args.play,
+            block=max(1, int(round(args.block_ms * rate / 1000))),
+            device_index=args.device_index,
+            verbose=args.verbose,
+        )
+    finally:
+        torch.set_num_threads(before)
     seconds = summary["samples"] / rate
     print(
         f"Separated {seconds:.1f} s live into {model.n_sources} voices, real-time factor {summary['rtf']:.2f}"
