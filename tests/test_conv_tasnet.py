@@ -273,3 +273,13 @@ def test_trains_under_cpu_bfloat16_autocast_with_float32_gradients(causal):
     reference(x).float().pow(2).mean().backward()  # float32: the same gradient, to bfloat16's precision
     got, want = torch.cat([g.flatten() for g in grads]), torch.cat([p.grad.flatten() for p in reference.parameters()])
     assert F.cosine_similarity(got, want, dim=0) > 0.99
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["gln", "cln"])
+def test_every_gradient_has_its_parameters_strides(causal):
+    """DDP copies each gradient into a bucket laid out like its parameter, and warns when they differ."""
+    torch.manual_seed(0)
+    model = tiny(**(CAUSAL if causal else {}))
+    model(torch.randn(2, 800)).pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad.stride() == p.stride(), name

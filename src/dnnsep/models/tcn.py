@@ -80,7 +80,9 @@ def normed_depthwise(conv: nn.Conv1d, norm: nn.Module, y: torch.Tensor, *, left:
 
     Shape: (batch, hidden, frames) -> same.
     """
-    weight, bias = conv.weight.transpose(0, 1), conv.bias[:, None]  # (1, hidden, P), (hidden, 1)
+    # (1, hidden, P) as a view, not a transpose: the weight's gradient then has the parameter's own
+    # strides, which DDP's gradient buckets expect (it warns, and copies, otherwise)
+    weight, bias = conv.weight.view(1, conv.out_channels, -1), conv.bias[:, None]  # (1, hidden, P), (hidden, 1)
     if not isinstance(norm, GlobalLayerNorm):
         return depthwise_conv(_norm(norm, y), weight, bias, dilation=conv.dilation[0], left=left)
     scale, shift = norm.scale_shift(y, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, hidden, 1) each
