@@ -41,7 +41,7 @@ from .streaming import StreamingSeparator
 METER_DB = 60  # the level meter's range, in dB below full scale
 # torch intra-op threads while streaming on CPU: a DPRNN chunk's LSTMs run at batch 1, which a second
 # thread does not speed up (RTF 0.21-0.22 on 1 and 2 threads, 20 ms blocks), while it makes the
-# slowest blocks 3-5x slower (p99 6-7 ms against 9-17 ms, max 7-8 against 31-42 ms): bench/README.md
+# slowest blocks several times slower (p99 6-7 ms against 9-20 ms, max 7-8 against 31-42 ms): bench/README.md
 LIVE_THREADS = 1
 
 
