@@ -33,6 +33,7 @@ import torch
 from bench_separate import SR, speech_like
 
 from dnnsep import ConvTasNetConfig, DPRNNConfig, models
+from dnnsep.models.dual_path import DualPathSeparator
 from dnnsep.streaming import StreamingSeparator
 
 # --model NAME: (the model's name, a causal config), built with random weights
@@ -68,7 +69,7 @@ def lstm_floor(model, rounds: int = 50) -> float | None:
     complete); timed here with nothing else around them, their sum is a floor under the streaming RTF.
     """
     sep = model.separator
-    if not hasattr(sep, "blocks") or not hasattr(sep, "chunk_size"):
+    if not isinstance(sep, DualPathSeparator):
         return None
     channels, k = sep.bottleneck.out_features, sep.chunk_size
     intra_x = torch.randn(k, 1, channels)  # one chunk, batch 1

@@ -7,6 +7,7 @@ file and write what is played to another (neither is paced, so separation always
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from conftest import alsa_config
 from dnnsep import CheckpointError, ConvTasNet, ConvTasNetConfig, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep import live as live_module
 from dnnsep.bin import demo
-from dnnsep.live import LiveWavs, to_pcm16
+from dnnsep.live import LiveWavs, StatusLine, to_pcm16
 from dnnsep.streaming import StreamingSeparator
 
 RATE = 16000
@@ -195,10 +196,6 @@ def test_live_wavs_are_complete_after_each_close(tmp_path):
 
 
 def test_status_line_warns_as_soon_as_it_falls_behind_not_at_the_next_refresh():
-    import io
-
-    from dnnsep.live import StatusLine
-
     stream = io.StringIO()  # not a tty: a line a second
     meter = StatusLine(stream, 2, RATE)
     block = np.zeros((2, 320), np.float32)

@@ -283,6 +283,9 @@ def test_loss_png_is_redrawn_at_most_every_plot_interval_and_at_the_end(tmp_path
     monkeypatch.setattr(trainer, "_past_deadline", lambda: trainer.progress.epoch == 2 and trainer.progress.step == 1)
     trainer.fit(max_seconds=1e9)
     assert drawn == [1, 2] and trainer.progress.epoch == 2  # epoch 2's plot was held back, then drawn at the pause
+    drawn.clear()  # so does a pause after an epoch (stop_after_epoch)
+    train(tiny(epochs=4, stop_after_epoch=3), tmp_path / "d", **data(n_train=4))
+    assert drawn == [1, 3]
 
 
 def test_kill_during_save_leaves_the_previous_last_pth(tmp_path, monkeypatch):

@@ -240,12 +240,12 @@ class Trainer:
             while p.stopped is None and p.epoch < cfg.epochs:
                 if not self._train_epoch():
                     self._save_last()
-                    if self.dist.is_main and self._plot_pending:
-                        self._plot(force=True)
+                    self._plot_held_back()
                     self.log.info(f"paused after {max_seconds:g} s (epoch {p.epoch + 1}, step {p.step})")
                     break
                 self._end_epoch()
                 if p.stopped is None and cfg.stop_after_epoch is not None and p.epoch >= cfg.stop_after_epoch:
+                    self._plot_held_back()
                     self.log.info(
                         f"paused after epoch {p.epoch} (stop_after_epoch); continue with MODEL_PATH {self.last_path}"
                     )
@@ -519,8 +519,7 @@ class Trainer:
             log.info(f"  non-finite losses skipped so far: {p.nonfinite_total}")
         if self.dist.is_main:
             write_history_csv(self.exp / "loss" / "loss.csv", self.history)
-            paused = cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch
-            self._plot(force=bool(p.stopped) or paused or action == "halve")  # the last state, and each lr event
+            self._plot(force=bool(p.stopped) or action == "halve")  # the last state, and each lr event
         if p.stopped:
             log.info(p.stopped)
 
@@ -542,6 +541,11 @@ class Trainer:
             title="/".join(self.exp.parts[-7:-3]) + "\n" + "/".join(self.exp.parts[-3:]),
             events=dict(self.events),
         )
+
+    def _plot_held_back(self) -> None:
+        """At a pause: draw the epochs the plot interval held back (rank 0), so loss.png is up to date."""
+        if self.dist.is_main and self._plot_pending:
+            self._plot(force=True)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
