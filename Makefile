@@ -12,7 +12,7 @@ test-fast:  ## unit tests only
 lint:
 	$(PYTHON) -m ruff check src tests bench
 	$(PYTHON) -m ruff format --check src tests bench
-	shellcheck -x utils/*.sh utils/recipe/*.sh egs/librispeech/*/*.sh egs/librispeech/*/local/*.sh
+	find egs utils bench -name "*.sh" -print0 | xargs -0 shellcheck -x
 
 format:
 	$(PYTHON) -m ruff format src tests bench

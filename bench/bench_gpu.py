@@ -1,7 +1,9 @@
-"""GPU speed and memory of DPRNN-TasNet training and inference, ours against asteroid's when importable.
+"""GPU speed and memory of DPRNN-TasNet and Conv-TasNet training and inference, ours against asteroid's
+when importable.
 
-For the seed recipe's config (B=3) and the paper's (B=6), in float32 and mixed precision (bfloat16
-autocast where the GPU has it, else float16 with a gradient scaler, as the trainer picks):
+For DPRNN's seed recipe config (B=3) and the paper's (B=6), and Conv-TasNet's paper config, in float32
+and mixed precision (the policy of dnnsep.training.amp: bfloat16 autocast from compute capability 8,
+else float16; on CUDA always with a gradient scaler):
 
 - training steps per second on a batch of 4 x 4 s (forward, PIT SI-SDR in float32, backward,
   gradient clipping at 5, Adam), after warm-up steps, and the peak GPU memory of those steps;
@@ -36,13 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_model, beside 
 
 from bench_model import build, has_asteroid  # noqa: E402  (the one place asteroid's model is built)
 
-from dnnsep import DPRNNConfig  # noqa: E402
+from dnnsep import ConvTasNetConfig, DPRNNConfig  # noqa: E402
 from dnnsep.losses import pit_si_sdr  # noqa: E402
 from dnnsep.training.amp import amp_dtype, autocast, uses_scaler  # noqa: E402
 
 SR = 16000
-CONFIGS = {"default": {}, "paper": {"n_blocks": 6}}  # changes to DPRNNConfig's defaults (the seed recipe's)
-TINY = dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5)  # --tiny: sizes of both configs
+# name: (config class, changes to its defaults); DPRNNConfig's defaults are the seed recipe's
+CONFIGS = {"default": (DPRNNConfig, {}), "paper": (DPRNNConfig, {"n_blocks": 6}), "convtasnet": (ConvTasNetConfig, {})}
+TINY = {  # --tiny: sizes of each model's configs
+    DPRNNConfig: dict(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5),
+    ConvTasNetConfig: dict(
+        n_filters=16, kernel_size=4, bottleneck=8, hidden=16, n_layers=2, n_repeats=1, skip_channels=8
+    ),
+}
 
 
 @dataclasses.dataclass
@@ -79,7 +87,7 @@ def train_speed(model: torch.nn.Module, device: torch.device, dtype, sizes: Size
     mixture = torch.randn(sizes.batch, length, generator=generator).to(device)
     sources = torch.randn(sizes.batch, 2, length, generator=generator).to(device)
     optimizer = torch.optim.Adam(model.train().parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(dtype))
+    scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(dtype, device))
 
     def step():
         with autocast(device, dtype):
@@ -126,11 +134,12 @@ def run(kinds: list[str], config_names: list[str], device: torch.device, *, tiny
     mixed = amp_dtype(device)
     if mixed is not None:
         precisions["amp"] = mixed
-    elif device.type == "cpu" and tiny:
-        precisions["amp"] = torch.bfloat16  # CPU autocast: only so the smoke run covers the AMP code
+    else:
+        print(f"no mixed precision on {device} (see dnnsep.training.amp): float32 only")
     results: dict = {}
     for name in config_names:
-        config = DPRNNConfig(**CONFIGS[name], **(TINY if tiny else {}))
+        config_class, changes = CONFIGS[name]
+        config = config_class(**changes, **(TINY[config_class] if tiny else {}))
         for precision, dtype in precisions.items():
             for kind in kinds:
                 model = build(kind, config).to(device)
@@ -171,7 +180,7 @@ def report(results: dict, sizes: Sizes, device: torch.device) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
-    parser.add_argument("--configs", default="default,paper", help="comma-separated: default, paper")
+    parser.add_argument("--configs", default="default,paper,convtasnet", help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--tiny", action="store_true", help="tiny sizes and a few steps: a smoke run")
     parser.add_argument("--without_asteroid", action="store_true", help="measure dnnsep alone")
     parser.add_argument("--steps", type=int, help="timed training steps (default: 20; --tiny: 2)")

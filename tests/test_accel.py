@@ -107,23 +107,23 @@ def test_whole_model_with_the_fused_path_forced_equals_the_default_path(monkeypa
 # -- mixed precision ---------------------------------------------------------------------------
 
 
-def test_amp_dtype_is_bf16_where_supported_else_fp16_with_a_scaler(monkeypatch):
+def test_amp_dtype_is_bf16_from_capability_8_else_fp16_always_with_a_scaler_on_cuda():
     cuda = torch.device("cuda")
-    for supported, dtype in ((True, torch.bfloat16), (False, torch.float16)):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, s=supported, **k: s)  # a fake GPU
-        assert amp_dtype(cuda) == dtype and amp_dtype(cuda, bf16_supported=supported) == dtype
-        assert uses_scaler(amp_dtype(cuda)) == (dtype == torch.float16)
+    for capability, dtype in (((8, 6), torch.bfloat16), ((7, 0), torch.float16)):
+        assert amp_dtype(cuda, capability=capability) == dtype and uses_scaler(dtype, cuda)
     cpu = torch.device("cpu")
     for supported, dtype in ((True, torch.bfloat16), (False, None)):  # a CPU with or without bfloat16 instructions
-        monkeypatch.setattr(amp, "cpu_has_bf16", lambda s=supported: s)
-        assert amp_dtype(cpu) == dtype and amp_dtype(cpu, bf16_supported=supported) == dtype
+        assert amp_dtype(cpu, bf16_supported=supported) == dtype and not uses_scaler(dtype, cpu)
     assert amp_dtype(torch.device("mps")) is None
-    assert not uses_scaler(None)
+    assert not uses_scaler(None, cuda)
 
 
+@pytest.mark.cpu_bf16
 @pytest.mark.parametrize("causal", [False, True], ids=["gln", "cln"])
 @pytest.mark.parametrize("grad", [True, False], ids=["train", "inference"])
 def test_norm_statistics_and_loss_are_float32_under_bf16_autocast(monkeypatch, causal, grad):
+    """The whole model where this CPU has bfloat16 instructions; elsewhere (oneDNN has no bfloat16 LSTM
+    there) the norms and the loss alone, which hold the float32 statistics."""
     seen = []
     norm_class = CumulativeLayerNorm if causal else GlobalLayerNorm
     moments = norm_class.moments
@@ -137,10 +137,16 @@ def test_norm_statistics_and_loss_are_float32_under_bf16_autocast(monkeypatch, c
     torch.manual_seed(0)
     model = DPRNNTasNet(DPRNNConfig(**TINY, causal=causal)).train(grad)
     mix, refs = torch.randn(2, 1200), torch.randn(2, 2, 1200)
+    seen_count = 1 + 2 * TINY["n_blocks"]  # the input norm and each block's two
+    if not amp.cpu_has_bf16():  # the norms alone, fed by bfloat16 linear layers: (batch, time, channels)
+        layers = torch.nn.Sequential(torch.nn.Linear(8, 8), norm_class(8), torch.nn.Linear(8, 8), norm_class(8))
+        model = lambda mix: layers(mix.view(2, 150, 8)).reshape(2, 2, 600).repeat(1, 1, 2)  # (batch, 2, 1200)
+        model.parameters = layers.parameters
+        seen_count = 2
     with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
         estimates = model(mix)
         loss = pit_si_sdr(estimates, refs).loss  # even inside autocast, on bfloat16 estimates
-    assert len(seen) == 1 + 2 * TINY["n_blocks"]  # the input norm and each block's two
+    assert len(seen) == seen_count
     assert {s[1:] for s in seen} == {(torch.float32, torch.float32)}
     assert loss.dtype == torch.float32 and bool(torch.isfinite(loss)) and bool(torch.isfinite(estimates).all())
     half = estimates.to(torch.bfloat16)

@@ -24,13 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fake_gpu(monkeypatch, *, bf16: bool, run_scaler_on_cpu: bool = False) -> None:
-    """Make the trainer choose as on a CUDA GPU with (or without) bfloat16 support."""
+    """Make the trainer choose as on a CUDA GPU of compute capability 8.0 (bf16) or 7.5 (a T4)."""
+    capability = (8, 0) if bf16 else (7, 5)
     monkeypatch.setattr(
-        trainer_module, "amp_dtype", lambda device: amp.amp_dtype(torch.device("cuda"), bf16_supported=bf16)
+        trainer_module, "amp_dtype", lambda device: amp.amp_dtype(torch.device("cuda"), capability=capability)
     )
-    if run_scaler_on_cpu:  # CPU cannot run float16 LSTMs: bfloat16 autocast, but with a float16-style scaler
-        monkeypatch.setattr(trainer_module, "amp_dtype", lambda device: torch.bfloat16)
-        monkeypatch.setattr(trainer_module, "uses_scaler", lambda dtype: True)
+    monkeypatch.setattr(
+        trainer_module, "uses_scaler", lambda dtype, device: amp.uses_scaler(dtype, torch.device("cuda"))
+    )
+    if run_scaler_on_cpu:  # a CPU runs no float16 LSTMs (nor bfloat16 ones without the instructions): float32 + scaler
+        monkeypatch.setattr(trainer_module, "amp_dtype", lambda device: None)
+        monkeypatch.setattr(trainer_module, "uses_scaler", lambda dtype, device: True)
 
 
 @pytest.mark.parametrize("bf16", [True, False])
@@ -38,8 +42,11 @@ def test_trainer_picks_the_autocast_dtype_and_scaler_for_the_gpu(tmp_path, monke
     _fake_gpu(monkeypatch, bf16=bf16)
     trainer = Trainer(tiny(amp=True), tmp_path, **data(n_train=4))
     assert trainer.amp and trainer.amp_dtype == (torch.bfloat16 if bf16 else torch.float16)
-    assert trainer.scaler.is_enabled() == (not bf16)  # float16 needs loss scaling, bfloat16 does not
-    assert "mixed precision (torch." in (trainer.exp / "log" / "train.log").read_text()
+    assert trainer.scaler.is_enabled()  # float16, and bfloat16 on CUDA (its cuDNN LSTMs run in float16)
+    assert (
+        "mixed precision (" + ("bfloat16" if bf16 else "float16") + " autocast with a gradient scaler)"
+        in (trainer.exp / "log" / "train.log").read_text()
+    )
     off = Trainer(tiny(amp=False), tmp_path / "off", **data(n_train=4))
     assert off.amp_dtype is None and not off.scaler.is_enabled()
 
@@ -52,11 +59,15 @@ def test_amp_is_ignored_on_a_cpu_without_bf16_with_a_log_line(tmp_path, monkeypa
     assert "amp ignored: mixed precision needs CUDA or a CPU with bfloat16 instructions" in log
 
 
-def test_amp_on_a_cpu_with_bf16_trains_under_bfloat16_autocast(tmp_path, monkeypatch):
-    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: True)  # any CPU runs it (emulated where not native)
+@pytest.mark.cpu_bf16
+def test_amp_on_this_cpu_trains_under_bfloat16_autocast_where_it_has_the_instructions(tmp_path):
     seen = []
     cfg = tiny(amp=True, epochs=1)
     trainer = Trainer(cfg, tmp_path, **data(n_train=4))
+    if not amp.cpu_has_bf16():  # (or DNNSEP_CPU_BF16=0): float32, and the log says why
+        assert not trainer.amp and not trainer.scaler.is_enabled()
+        assert "amp ignored" in (trainer.exp / "log" / "train.log").read_text()
+        return
     trainer.model.register_forward_hook(
         lambda m, args, out: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
     )
@@ -64,7 +75,7 @@ def test_amp_on_a_cpu_with_bf16_trains_under_bfloat16_autocast(tmp_path, monkeyp
     summary = trainer.fit()
     assert seen and all(s == (True, torch.bfloat16) for s in seen)  # training and validation steps alike
     assert math.isfinite(summary["history"]["train_loss"][0]) and math.isfinite(summary["history"]["valid_loss"][0])
-    assert "mixed precision (torch.bfloat16)" in (trainer.exp / "log" / "train.log").read_text()
+    assert "mixed precision (bfloat16 autocast)" in (trainer.exp / "log" / "train.log").read_text()
     state = load_checkpoint(exp_of(cfg, tmp_path) / "model" / "last.pth")
     assert all(v.dtype == torch.float32 for v in state["state_dict"].values())  # float32 master weights
 
@@ -170,6 +181,7 @@ def test_step_time_breakdown_is_logged_when_asked(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_bf16
 def test_bench_gpu_runs_tiny_on_cpu_without_asteroid():
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "--tiny", "--device", "cpu", "--without_asteroid"],
@@ -180,5 +192,6 @@ def test_bench_gpu_runs_tiny_on_cpu_without_asteroid():
     assert out.returncode == 0, out.stderr
     assert "measuring dnnsep alone (--without_asteroid)" in out.stdout
     rows = [line.split()[0] for line in out.stdout.splitlines() if "/dnnsep" in line]
-    assert rows == ["default/fp32/dnnsep", "default/amp/dnnsep", "paper/fp32/dnnsep", "paper/amp/dnnsep"]
+    precisions = ["fp32", "amp"] if amp.cpu_has_bf16() else ["fp32"]
+    assert rows == [f"{c}/{p}/dnnsep" for c in ("default", "paper", "convtasnet") for p in precisions]
     assert "asteroid" not in "".join(rows)

@@ -11,6 +11,7 @@ its writer is known to be dead (never a live writer's file).
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import pickle
@@ -122,12 +123,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` written atomically (see :func:`atomic_write`).
+    """``torch.save`` written atomically (see :func:`atomic_write`), every tensor moved to the CPU first
+    (:func:`on_cpu`), so that a checkpoint written on a GPU loads with a plain ``torch.load`` anywhere.
 
     A full disk is an ``OSError`` (ENOSPC) naming ``path``: torch's own writer reports it as an
     obscure ``RuntimeError`` from its zip writer (``inline_container.cc``).
     """
+    obj = on_cpu(obj)
     atomic_write(path, lambda tmp: _torch_save(obj, tmp, path))
+
+
+def on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (in dicts, lists and tuples, at any depth) on the CPU; CPU tensors
+    and other values are kept as they are, not copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return type(obj)((k, on_cpu(v)) for k, v in obj.items()) if type(obj) in _MAPPINGS else obj
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
+_MAPPINGS = (dict, collections.OrderedDict)
 
 
 def _torch_save(obj: Any, tmp: str, path: str | os.PathLike) -> None:

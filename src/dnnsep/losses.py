@@ -106,8 +106,8 @@ def best_permutation(scores: torch.Tensor, *, method: str = "auto") -> torch.Ten
     if method == "auto":
         method = "exhaustive" if n <= EXHAUSTIVE_MAX_SOURCES else "hungarian"
     if method == "exhaustive":
-        perms = _permutations(n).to(scores.device)  # (n!, n)
-        totals = scores[:, perms, torch.arange(n, device=scores.device)].sum(-1)  # (batch, n!)
+        perms, columns = _permutations(n, scores.device)  # (n!, n), (n,)
+        totals = scores[:, perms, columns].sum(-1)  # (batch, n!)
         return perms[totals.argmax(-1)]
     if method == "hungarian":
         cost = -scores.to(torch.float64).cpu().numpy()
@@ -166,8 +166,11 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 @cache
-def _permutations(n: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long).view(-1, n)
+def _permutations(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every permutation of ``range(n)`` and ``range(n)`` itself, on ``device``: made once per device, since
+    a copy from the host waits for a GPU (one host sync per loss otherwise).  Shape: (n!, n), (n,)."""
+    perms = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long).view(-1, n)
+    return perms.to(device), torch.arange(n, device=device)
 
 
 def _check_sources(estimates: torch.Tensor, targets: torch.Tensor) -> None:

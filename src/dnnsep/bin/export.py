@@ -114,6 +114,11 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, *, opset: int) ->
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise DnnsepError(f"ONNX export needs {', '.join(missing)}: pip install 'dnnsep[export]'")
+    if not hasattr(torch.export.Dim, "AUTO"):
+        raise DnnsepError(
+            f"ONNX export needs torch.export's automatic dynamic shapes (torch 2.6 or later), but torch is "
+            f"{torch.__version__}: pip install -U 'torch>=2.6', or export --format torchscript"
+        )
     auto = torch.export.Dim.AUTO  # dynamic where the model allows it (batch and time, checked below)
     with warnings.catch_warnings(), _one_thread():
         warnings.simplefilter("ignore")

@@ -37,23 +37,57 @@ def _tracing() -> bool:
 
 
 class _PReLU(torch.autograd.Function):
-    # forward and input gradient by leaky ReLU's kernels (F.prelu's backward is ~10x slower on
-    # CPU); the slope's gradient is one dot product, sum(grad * min(x, 0))
+    # On the CPU, forward and input gradient by leaky ReLU's kernels with the slope read as a number
+    # (F.prelu's backward is ~10x slower there); on a GPU the slope stays a tensor, since reading it
+    # would wait for the device once per PReLU.  The slope's gradient is one dot product,
+    # sum(grad * min(x, 0)), accumulated in float32 whatever the activations' dtype (see _dot32).
     @staticmethod
     def forward(ctx, x, weight):
-        ctx.slope = float(weight)
+        if slope_on_host(x):
+            ctx.slope = float(weight)
+            out = F.leaky_relu(x, ctx.slope)
+        else:
+            ctx.slope = weight.to(x.dtype)
+            out = torch.where(x > 0, x, x * ctx.slope)
         ctx.save_for_backward(x)
-        return F.leaky_relu(x, ctx.slope)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.slope, False) if ctx.needs_input_grad[0] else None
-        grad_weight = None
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            if isinstance(ctx.slope, float):
+                grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.slope, False)
+            else:
+                grad_x = torch.where(x > 0, grad, grad * ctx.slope)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.dot(grad.reshape(-1), x.clamp(max=0).reshape(-1)).view(1)
+            grad_weight = _dot32(grad.reshape(-1), x.clamp(max=0).reshape(-1)).view(1)
         return grad_x, grad_weight
+
+
+def slope_on_host(x: torch.Tensor) -> bool:
+    """Whether the PReLU reads its slope as a Python number for ``x``: on the CPU, where that costs nothing."""
+    return x.device.type == "cpu"
+
+
+_DOT_BLOCK = 1 << 22  # elements per float32 block of a half-precision dot product (16 MB each side)
+
+
+def _dot32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.dot(a, b)`` in float32 for float16/bfloat16 inputs, block by block (no float32 copy of the whole).
+
+    A float16 dot returns float16: the PReLU slope's gradient sums ~10^7 products, times a GradScaler's
+    2^16, far past float16's 65504.  Shape: a (n,), b (n,) -> () float32 (or the inputs' wider dtype).
+    """
+    if a.dtype not in (torch.float16, torch.bfloat16):
+        return torch.dot(a, b)
+    total = a.new_zeros((), dtype=torch.float32)
+    for start in range(0, a.numel(), _DOT_BLOCK):
+        block = slice(start, start + _DOT_BLOCK)
+        total = total + torch.dot(a[block].float(), b[block].float())
+    return total
 
 
 def depthwise_conv(

@@ -32,8 +32,9 @@ class RunningNorm:
     """A :class:`CumulativeLayerNorm` over a stream cut into pieces along its time axis.
 
     Offline, the statistics at step t are cumulative sums over steps 0..t of per-step sums (over
-    every axis but batch and time); here the sums up to the last step seen are carried, in float64
-    as torch's CPU ``cumsum`` accumulates, so each piece gets the statistics the whole would.
+    every axis but batch and time); here the sums up to the last step seen are carried, in float32
+    with a compensation term (Kahan's two-sum), so that each piece gets the statistics the whole
+    would, on any device (MPS has no float64) and after any number of pieces.
 
     Shape: x (..., channels), or channels along ``channel_dim``; time along ``time_dim``, batch along
     ``batch_dim`` -> same.
@@ -45,7 +46,8 @@ class RunningNorm:
 
     def reset(self) -> None:
         """Forget the past: the next step is step 0."""
-        self.steps, self.sums, self.squares = 0, 0.0, 0.0
+        self.steps = 0
+        self.sums, self.squares = (0.0, 0.0), (0.0, 0.0)  # (high, low) parts of the running totals
 
     def __call__(self, x: torch.Tensor, *, batch_dim: int, time_dim: int, channel_dim: int = -1) -> torch.Tensor:
         scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim, channel_dim=channel_dim)
@@ -58,19 +60,39 @@ class RunningNorm:
         dims = [d for d in range(x.dim()) if d not in (batch_dim, time_dim)]
         steps = x.shape[time_dim]
         per_step = x.numel() // (steps * x.shape[batch_dim])
-        sums = x.sum(dims, keepdim=True).double().cumsum(time_dim) + self.sums  # 1 on all axes but batch and time
-        squares = x.pow(2).sum(dims, keepdim=True).double().cumsum(time_dim) + self.squares
-        self.sums, self.squares = sums.narrow(time_dim, steps - 1, 1), squares.narrow(time_dim, steps - 1, 1)
+        x32 = x.float()
+        sums, self.sums = _carry(x32.sum(dims, keepdim=True).cumsum(time_dim), self.sums, time_dim)
+        squares, self.squares = _carry(x32.pow(2).sum(dims, keepdim=True).cumsum(time_dim), self.squares, time_dim)
         count_shape = [1] * x.dim()
         count_shape[time_dim] = steps
         count = per_step * torch.arange(self.steps + 1, self.steps + steps + 1, device=x.device, dtype=x.dtype)
         count = count.view(count_shape)
         self.steps += steps
-        mean = sums.to(x.dtype) / count
+        mean = sums.to(x.dtype) / count  # sums: 1 on all axes but batch and time
         var = (squares.to(x.dtype) / count - mean.pow(2)).clamp_min(0)
         gain, bias = self.norm.affine(x.dim(), channel_dim)
         scale = torch.rsqrt(var + self.norm.eps) * gain
         return scale, bias - mean * scale
+
+
+def _carry(
+    local: torch.Tensor, total: tuple[torch.Tensor | float, torch.Tensor | float], time_dim: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Running totals ``total + local`` (``local``: this piece's float32 cumulative sums), and the new
+    carried ``(high, low)`` pair at the piece's last step: the rounding error of each addition goes to
+    ``low`` (two-sum), so the carried total stays exact to float32's last bit however long the stream.
+
+    Shape: local (..., steps, ...) along ``time_dim`` -> (same, (pair of 1 along ``time_dim``)).
+    """
+    high, low = total
+    s = local + high
+    back = s - local
+    low = (local - (s - back)) + (high - back) + low  # the error of s, plus what was carried before
+    out = s + low
+    last = out.shape[time_dim] - 1
+    head = out.narrow(time_dim, last, 1)
+    tail = low.narrow(time_dim, last, 1) - (head - s.narrow(time_dim, last, 1))  # what head left out of s + low
+    return out, (head, tail)
 
 
 class DualPathStream:

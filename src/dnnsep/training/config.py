@@ -99,7 +99,10 @@ class TrainConfig:
     cpu_processes: int = _key(
         "on the CPU, train in this many processes of one thread each (DDP over gloo), sharing each batch"
     )
-    amp: bool = _key("mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient scaler")
+    amp: bool = _key(
+        "mixed precision (dnnsep.training.amp): CUDA bfloat16 from compute capability 8, else float16, "
+        "with a gradient scaler; bfloat16 on a CPU with bfloat16 instructions"
+    )
     save_every_steps: int = _key("also write last.pth every this many steps (0: at the end of each epoch only)")
     stop_after_epoch: Optional[int] = _key("pause (resumably) after this epoch; null: run to the end")
     max_minutes: Optional[float] = _key(

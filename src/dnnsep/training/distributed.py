@@ -57,7 +57,10 @@ def init(device_name: str | None) -> tuple[Dist, torch.device]:
     elif device.type == "mps":
         raise DnnsepError("multi-process training is not supported on Apple MPS: use --device cpu or one process")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # bound to this process's GPU: NCCL warns (and may hang) otherwise
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return info, device
 
 

@@ -40,7 +40,7 @@ from ..errors import CheckpointError, DnnsepError
 from ..locking import hold
 from ..losses import pit_si_sdr, si_sdr
 from . import distributed
-from .amp import amp_dtype, autocast, uses_scaler
+from .amp import amp_dtype, autocast, describe, uses_scaler
 from .config import TrainConfig, experiment_dir, save_yaml, upgrade_flat_config
 from .records import (
     HISTORY_KEYS,
@@ -137,10 +137,10 @@ class Trainer:
         if device.type == "mps":  # checked against the CPU first; may train on the CPU instead
             self.model, self.device = guard_mps(self.model)
             device = self.device
-        self.amp_dtype = amp_dtype(device) if cfg.amp else None  # bfloat16 (or float16 on CUDA), else None
+        self.amp_dtype = amp_dtype(device) if cfg.amp else None  # the policy: see training.amp
         self.amp = self.amp_dtype is not None
         self.optimizer = make_optimizer(cfg, self.model)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(self.amp_dtype))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=uses_scaler(self.amp_dtype, device))
         self.one_sync = device.type == "cuda"  # the CUDA step: see _step_one_sync
         self._loss_pending: torch.Tensor | None = None  # loss sum not yet in progress.loss_sum (one_sync)
         self._loaders: dict[str, DataLoader] = {}  # persistent-worker loaders, made once
@@ -192,9 +192,10 @@ class Trainer:
                 f"dnnsep {env['versions']['dnnsep']}, git {env['git']['commit'][:12]}, torch {env['versions']['torch']}"
             )
         log.info(f"experiment {self.exp}")
+        mixed = f", mixed precision ({describe(self.amp_dtype, scaled=self.scaler.is_enabled())})" if self.amp else ""
         log.info(
-            f"model {self.model.model_name}, {n_params / 1e6:.3f} M parameters; device {self.device}"
-            f"{f', mixed precision ({self.amp_dtype})' if self.amp else ''}; {self.dist.world_size} process(es)"
+            f"model {self.model.model_name}, {n_params / 1e6:.3f} M parameters; device {self.device}{mixed}; "
+            f"{self.dist.world_size} process(es)"
         )
         log.info(
             f"data: {len(self.train_set)} training mixtures ({self.sampler.steps_per_epoch()} steps per epoch), "
@@ -386,27 +387,28 @@ class Trainer:
         """The rest of :meth:`_step` with one host sync (CUDA): backward first, then both checks at once.
 
         The same steps are skipped, counted and logged as on CPU; a skipped step has only had its
-        backward pass (all processes run it, so none waits in an all-reduce).  With a float16
-        scaler, the scaler skips non-finite gradients itself (its ``step`` reads a flag too).
+        backward pass (all processes run it, so none waits in an all-reduce).  With a scaler, the
+        gradients are unscaled on the device first: an overflow shows as a non-finite norm, and such
+        a step is the scaler's to skip (its scale falls), not counted as a fault.  The optimizer
+        steps directly rather than through ``scaler.step``, which would read the overflow flag again.
         """
-        times, max_norm = self.step_times, self.cfg.clip_grad_norm or math.inf
+        times, max_norm, scaled = self.step_times, self.cfg.clip_grad_norm or math.inf, self.scaler.is_enabled()
         self.scaler.scale(loss).backward()
-        checks = [torch.isfinite(loss.detach())]
-        if not self.scaler.is_enabled():
-            checks.append(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)))
-        finite = distributed.all_true_flags(torch.stack(checks).int(), self.dist)  # the step's one host sync
+        if scaled:
+            self.scaler.unscale_(self.optimizer)  # records the overflow flag on the device
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        checks = torch.stack([torch.isfinite(loss.detach()), torch.isfinite(norm)]).int()
+        loss_ok, grad_ok = distributed.all_true_flags(checks, self.dist)  # the step's one host sync
         times.mark("backward")
-        if not all(finite):
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._nonfinite("loss" if not finite[0] else "gradient")
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if loss_ok and grad_ok:
+            self.optimizer.step()
+        if scaled:
+            self.scaler.update()  # grows the scale after a good step, backs off after an overflow (no sync)
         self.optimizer.zero_grad(set_to_none=True)
+        if not loss_ok or (not grad_ok and not scaled):
+            return self._nonfinite("loss" if not loss_ok else "gradient")
         times.mark("optimizer")
-        loss = loss.detach().double()
+        loss = loss.detach().double()  # counted after the scaler's overflow skip too, as on the CPU
         self._loss_pending = loss if self._loss_pending is None else self._loss_pending + loss
         p = self.progress
         p.loss_count += 1
