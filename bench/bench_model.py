@@ -44,10 +44,18 @@ from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
 
 DPRNNConfig, ConvTasNetConfig = models.get("dprnn_tasnet").config_class, models.get("conv_tasnet").config_class
-CONFIGS = {
-    "dprnn_tasnet": {"default": DPRNNConfig(), "paper": DPRNNConfig(n_blocks=6)},
-    "conv_tasnet": {"paper": ConvTasNetConfig()},
-}
+CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figure
+    "dprnn_tasnet": {
+        "default": DPRNNConfig(),
+        "paper": DPRNNConfig(n_blocks=6),
+        "tiny": DPRNNConfig(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1),
+    },
+    "conv_tasnet": {
+        "paper": ConvTasNetConfig(),
+        "tiny": ConvTasNetConfig(n_filters=16, kernel_size=4, bottleneck=8, hidden=16, n_layers=2, n_repeats=1,
+                                 skip_channels=8),
+    },
+}  # fmt: skip
 SR = 16000
 LONG_SECONDS = 60.0
 
@@ -185,7 +193,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes, models in turn")
     parser.add_argument("--per_process", type=int, default=3, help="timed runs per process after a warm-up")
     parser.add_argument("--model", choices=sorted(CONFIGS), default="dprnn_tasnet")
-    parser.add_argument("--configs", help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet)")
+    parser.add_argument(
+        "--configs", help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet); tiny: a smoke run"
+    )
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: rtf, long, train")
@@ -202,7 +212,7 @@ def main(argv=None) -> int:
         times = time_part(kind, args.model, config_name, part, args.per_process, args.long_seconds)
         print(json.dumps({"times": times, "extra_mb": rss_mb(peak=True) - base}))
         return 0
-    configs = args.configs.split(",") if args.configs else list(CONFIGS[args.model])
+    configs = args.configs.split(",") if args.configs else [c for c in CONFIGS[args.model] if c != "tiny"]
     unknown = sorted(set(configs) - set(CONFIGS[args.model]))
     if unknown:
         parser.error(f"--configs: {unknown} not among {args.model}'s: {', '.join(CONFIGS[args.model])}")

@@ -36,10 +36,27 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", help="a dnnsep model checkpoint (best.pth)")
     p.add_argument("--corpus", required=True, help="the offline corpus it was trained on (holds LibriSpeech/)")
-    p.add_argument("--train_subset", default="train-clean-100")
-    p.add_argument("--voices", nargs=2, metavar=("FEMALE", "MALE"), help="variants to use (default: unheard ones)")
+    p.add_argument("--train_subset", help="the corpus subset it trained on (default: from the model's training lists)")
+    p.add_argument("--voices", nargs=2, metavar=("FEMALE", "MALE"), help="unheard variants to use (default: chosen)")
     p.add_argument("--out", default="espeak_pair_out")
     return p
+
+
+def trained_subset(model: str) -> str:
+    """The corpus subset of the model's training list (its train_config's dataset_dir, <n>mix/train.json)."""
+    from dnnsep.checkpoint import load_checkpoint
+
+    config = load_checkpoint(model).get("train_config") or {}
+    lists = Path(config.get("dataset_dir", "")) / f"{config.get('n_sources', 2)}mix" / "train.json"
+    try:
+        return json.loads(lists.read_text())["subset"]
+    except (OSError, ValueError, KeyError):
+        raise SystemExit(f"espeak_pair: cannot read the training list {lists}: pass --train_subset") from None
+
+
+def heard_variants(corpus: Path, train_subset: str) -> set[str]:
+    text = (corpus / "LibriSpeech" / "SPEAKERS.TXT").read_text()
+    return {m.group(1) for m in re.finditer(rf"\|\s*{re.escape(train_subset)}\s*\|.*?\+(\S+)", text)}
 
 
 def unheard_variants(corpus: Path, train_subset: str) -> tuple[str, str]:
@@ -47,7 +64,7 @@ def unheard_variants(corpus: Path, train_subset: str) -> tuple[str, str]:
     from dnnsep.data.tts import FEMALE, MALE
 
     text = (corpus / "LibriSpeech" / "SPEAKERS.TXT").read_text()
-    heard = {m.group(1) for m in re.finditer(rf"\|\s*{re.escape(train_subset)}\s*\|.*?\+(\S+)", text)}
+    heard = heard_variants(corpus, train_subset)
     used = {m.group(1) for m in re.finditer(r"espeak-ng \S+\+(\S+)", text)}
     pick = [
         next(v for v in sorted(pool, key=lambda v: (v not in used, v)) if v not in heard) for pool in (FEMALE, MALE)
@@ -69,7 +86,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from dnnsep.models import load
 
-    voices = tuple(args.voices) if args.voices else unheard_variants(Path(args.corpus), args.train_subset)
+    train_subset = args.train_subset or trained_subset(args.model)
+    if args.voices:
+        voices = tuple(args.voices)
+        heard = sorted(set(voices) & heard_variants(Path(args.corpus), train_subset))
+        if heard:
+            raise SystemExit(
+                f"espeak_pair: --voices {' '.join(heard)} trained on ({train_subset}): choose unheard ones"
+            )
+    else:
+        voices = unheard_variants(Path(args.corpus), train_subset)
     speech = [speak(v, t) for v, t in zip(voices, TEXTS)]
     n = min(len(s) for s in speech)
     sources = np.stack([s[:n] / np.sqrt(np.mean(s[:n] ** 2)) * 0.05 for s in speech])  # (2, time), equal RMS
@@ -87,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(2):
         sf.write(out / f"voice{i + 1}_{voices[i]}.wav", sources[i], 16000)
         sf.write(out / f"estimate{i + 1}.wav", estimates[i], 16000)
-    result = {"voices": [f"{LANGUAGE}+{v}" for v in voices], "seconds": n / 16000, "si_sdri": total,
+    result = {"voices": [f"{LANGUAGE}+{v}" for v in voices], "train_subset": train_subset, "seconds": n / 16000,
+              "si_sdri": total,
               "si_sdri_per_voice": per_voice, "model": str(args.model)}  # fmt: skip
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{' + '.join(result['voices'])} ({n / 16000:.1f} s): SI-SDRi {total:.2f} dB; "

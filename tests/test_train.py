@@ -411,6 +411,45 @@ def test_ddp_a_deadline_any_process_reaches_stops_them_all_at_the_same_step(tmp_
     assert stops[0] == stops[1] == {"epoch": 0, "step": 1}  # paused after the first of the epoch's 2 steps
 
 
+def _budget_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """lr_clock time under DDP: rank 1's budget clock runs 5x rank 0's; both must take the same lr each step."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    ticks = itertools.count(0, 5 if rank == 1 else 1)
+    cfg = tiny(lr_schedule="cosine", lr_clock="time", max_minutes=1.0, epochs=1000, lr_patience=0)
+    dist, device = distributed.init("cpu")
+    trainer = trainer_module.Trainer(cfg, out, **data(n_train=16), dist=dist, device=device)
+    trainer._now = lambda: float(next(ticks))
+    lrs = []
+    real_step = trainer._step
+    trainer._step = lambda m, s: (lrs.append(trainer.optimizer.param_groups[0]["lr"]), real_step(m, s))
+    summary = trainer.fit()
+    torch.save({"lrs": lrs, "stopped": summary["stopped"], "state": trainer.model.state_dict()},
+               Path(out) / f"rank{rank}.pt")  # fmt: skip
+    distributed.barrier(trainer.dist)
+    distributed.shutdown()
+    os._exit(0)
+
+
+def test_ddp_processes_agree_on_the_time_budgets_learning_rate(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = torch.multiprocessing.spawn(_budget_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
+    for _ in range(120):
+        if context.join(timeout=1):
+            break
+    else:
+        for process in context.processes:
+            process.kill()
+        pytest.fail("the DDP processes did not stop together")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["lrs"] == ranks[1]["lrs"] and len(ranks[0]["lrs"]) > 2
+    assert ranks[0]["stopped"] == ranks[1]["stopped"] and ranks[0]["stopped"].startswith("time budget")
+    assert all(torch.equal(v, ranks[1]["state"][k]) for k, v in ranks[0]["state"].items())
+
+
 def test_cpu_processes_trains_in_that_many_processes_as_one_with_their_batches_together(tmp_path):
     """cpu_processes: 2 share each batch: the weights of one process, from processes the same command starts."""
     import subprocess
@@ -591,3 +630,89 @@ def test_fit_max_seconds_pauses_mid_epoch_and_resumes_exactly(tmp_path, monkeypa
     monkeypatch.setattr(trainer_module.Trainer, "fit", lambda self, max_seconds=None: asked.append(max_seconds))
     train(tiny(max_minutes=0.5), tmp_path / "c", **data())  # the config's max_minutes reaches fit
     assert asked == [30.0]
+
+
+# -- the schedule over a time budget (lr_clock: time) ----------------------------------------------
+
+
+class FakeClock:
+    """A clock that advances ``per_step`` seconds with each training step and never otherwise."""
+
+    def __init__(self, per_step: float):
+        self.t, self.per_step = 1000.0, per_step
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _timed_trainer(tmp_path, monkeypatch, *, per_step: float, **changes):
+    cfg = tiny(lr_schedule="cosine", lr_clock="time", max_minutes=1.0, epochs=1000, lr_patience=0,
+               early_stop_patience=0, **changes)  # fmt: skip
+    trainer = trainer_module.Trainer(cfg, tmp_path, **data(n_train=12))
+    clock = trainer._now = FakeClock(per_step)
+    lrs = []
+    real_step = trainer._step
+
+    def step(mixture, sources):
+        real_step(mixture, sources)
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        clock.t += clock.per_step
+
+    monkeypatch.setattr(trainer, "_step", step)
+    return cfg, trainer, lrs
+
+
+def test_the_cosine_runs_over_the_time_budget_and_ends_training_annealed(tmp_path, monkeypatch):
+    cfg, trainer, lrs = _timed_trainer(tmp_path, monkeypatch, per_step=2.0)  # 60 s budget: 30 steps
+    summary = trainer.fit()
+    assert len(lrs) == 30 and summary["epoch"] == 10  # 3 steps an epoch; 1000 epochs were only a bound
+    # step k runs at the fraction spent after step k-1, agreed at its end: 0 at the start, then 2k/60
+    assert lrs[0] == pytest.approx(cfg.lr)
+    assert lrs[15] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 0.5)))  # half the budget: lr / 2
+    assert lrs[-1] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 58 / 60)))  # at the floor, near 0
+    assert lrs[-1] < 0.01 * cfg.lr
+    assert summary["stopped"].startswith("time budget of 1 min spent after 10 epoch(s)")
+    exp = exp_of(cfg, tmp_path)
+    assert exp.parent.name.endswith("_cos_t1m")  # the directory says the schedule is over 1 minute
+    log = (exp / "log" / "train.log").read_text()
+    assert "schedule: cosine over a budget of 1 min of training (lr_clock: time)" in log
+    assert load_checkpoint(exp / "model" / "last.pth")["progress"]["clock_seconds"] == pytest.approx(60.0)
+
+
+def test_a_budget_spent_mid_epoch_validates_the_partial_epoch_and_resume_has_nothing_left(tmp_path, monkeypatch):
+    cfg, trainer, lrs = _timed_trainer(tmp_path, monkeypatch, per_step=6.5)  # 60 s: the 10th step passes it
+    summary = trainer.fit()
+    assert len(lrs) == 10 and summary["epoch"] == 4  # 3 + 3 + 3 + 1: the partial 4th epoch is validated
+    assert len(summary["history"]["valid_loss"]) == 4 and summary["stopped"].startswith("time budget")
+    last = exp_of(cfg, tmp_path) / "model" / "last.pth"
+    again = trainer_module.Trainer(cfg, tmp_path, resume=last, **data(n_train=12)).fit()
+    assert again["epoch"] == 4  # nothing to do
+
+
+def test_a_time_budget_resumed_continues_the_same_schedule(tmp_path, monkeypatch):
+    cfg, trainer, lrs = _timed_trainer(tmp_path, monkeypatch, per_step=2.0, stop_after_epoch=5)
+    trainer.fit()  # 15 steps, 30 s of the 60
+    last = exp_of(cfg, tmp_path) / "model" / "last.pth"
+    assert load_checkpoint(last)["progress"]["clock_seconds"] == pytest.approx(30.0)
+    resumed = trainer_module.Trainer(cfg.replace(stop_after_epoch=None), tmp_path, resume=last, **data(n_train=12))
+    clock = resumed._now = FakeClock(2.0)
+    more = []
+    real_step = resumed._step
+
+    def step(mixture, sources):
+        real_step(mixture, sources)
+        more.append(resumed.optimizer.param_groups[0]["lr"])
+        clock.t += 2.0
+
+    monkeypatch.setattr(resumed, "_step", step)
+    summary = resumed.fit()
+    assert len(lrs) + len(more) == 30 and summary["epoch"] == 10
+    assert more[0] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 0.5)))  # where the first run stopped
+
+
+def test_lr_clock_time_needs_a_budget_and_keeps_it_on_resume():
+    with pytest.raises(DnnsepError, match="lr_clock: time runs the schedule over max_minutes: set max_minutes"):
+        tiny(lr_clock="time", max_minutes=None)
+    a, b = tiny(lr_clock="time", max_minutes=1.0), tiny(lr_clock="time", max_minutes=2.0)
+    assert a.identity() != b.identity()  # the budget defines the schedule: not a runtime option then
+    assert tiny(max_minutes=1.0).identity() == tiny(max_minutes=2.0).identity()  # a pause only, as before

@@ -32,7 +32,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--utts_per_speaker", type=int, default=3, help="utterances per speaker")
     parser.add_argument("--seconds", type=float, nargs=2, default=[4.0, 6.0], metavar=("MIN", "MAX"),
                         help="utterance length range")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the corpus (and the split of voices between subsets)")
+    parser.add_argument("--content_seed", type=int, help="espeak: new voices and sentences on --seed's split")
+    parser.add_argument("--only", nargs="+", metavar="SUBSET", help="espeak: write only these of --subsets")
     parser.add_argument("--workers", type=int, default=2, help="espeak utterances synthesised at a time")
     parser.add_argument("--quiet", action="store_true", help="no hint of what to run next (run.sh runs it)")
     parser.add_argument(
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds=tuple(args.seconds),
         seed=args.seed,
         workers=args.workers,
+        **{k: v for k, v in (("content_seed", args.content_seed), ("only", args.only)) if v is not None},
     )
     n = len(args.subsets) * args.n_speakers * args.utts_per_speaker
     if made.engine == "espeak":

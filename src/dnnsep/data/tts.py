@@ -131,14 +131,18 @@ def _espeak_text(binary: str, *args: str) -> str:
     return done.stdout
 
 
-def plan_voices(*, binary: str, subsets: Sequence[str], n_speakers: int, seed: int) -> dict[str, list[EspeakVoice]]:
+def plan_voices(
+    *, binary: str, subsets: Sequence[str], n_speakers: int, seed: int, content_seed: int | None = None
+) -> dict[str, list[EspeakVoice]]:
     """The voice of each speaker of each subset (in speaker order), all distinct.
 
-    The installed variants of each sex are shuffled and split: the first subset (training) gets half,
-    the others share the rest, so no variant (hence no voice) is heard in two subsets.  Within a subset
-    the sexes are balanced, variants are used in turn, and speakers that share a variant get pitches
-    in different bands.
+    The installed variants of each sex are shuffled and split by ``seed``: the first subset (training)
+    gets half, the others share the rest, so no variant (hence no voice) is heard in two subsets.
+    Within a subset the sexes are balanced, variants are used in turn, and speakers that share a
+    variant get pitches in different bands; accents, pitches and speeds are drawn from
+    ``content_seed`` (default: ``seed``), so another content seed gives new voices on the same split.
     """
+    content_seed = seed if content_seed is None else content_seed
     languages, variants, _ = installed(binary)
     accents = [v for v in ENGLISH if v in languages]
     if not accents:
@@ -152,7 +156,7 @@ def plan_voices(*, binary: str, subsets: Sequence[str], n_speakers: int, seed: i
             raise DnnsepError(f"{binary}: too few {sex} variants to give each of {len(subsets)} subsets its own")
     plan, seen = {}, set()
     for s_index, subset in enumerate(subsets):
-        rng = np.random.default_rng([seed, s_index, 7777])
+        rng = np.random.default_rng([content_seed, s_index, 7777])
         n_female = n_speakers // 2 + int(n_speakers % 2 and rng.random() < 0.5)
         sexes = rng.permutation(["F"] * n_female + ["M"] * (n_speakers - n_female))
         langs = list(rng.permutation(accents + english))  # English accents twice as often
@@ -316,6 +320,8 @@ def make_corpus(
     utts_per_speaker: int = 3,
     seconds: float | tuple[float, float] = (4.0, 6.0),
     seed: int = 0,
+    content_seed: int | None = None,
+    only: Sequence[str] | None = None,
     sample_rate: int = 16000,
     workers: int = 2,
     binary: str | None = None,
@@ -325,6 +331,10 @@ def make_corpus(
     Writes ``<root>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` (16-bit, mono,
     ``sample_rate``) + ``*.trans.txt``, ``SPEAKERS.TXT`` (its NAME column is the espeak voice) and
     ``README.TXT``; returns ``<root>/LibriSpeech``.  ``workers`` utterances are synthesised at a time.
+
+    ``content_seed`` (default ``seed``) draws the voices' accents, pitches and speeds and the sentences,
+    ``seed`` the split of variants between subsets; ``only`` writes those subsets alone (the split still
+    made over all of ``subsets``): a fresh test subset, say, whose voices no training subset heard.
     """
     binary = binary or espeak_binary()
     if binary is None:
@@ -337,10 +347,16 @@ def make_corpus(
     low, high = (seconds, seconds) if isinstance(seconds, (int, float)) else seconds
     if not 0.5 <= low <= high:
         raise DnnsepError(f"seconds must be a range within [0.5, inf), got {seconds}")
-    plan = plan_voices(binary=binary, subsets=subsets, n_speakers=n_speakers, seed=seed)
+    plan = plan_voices(binary=binary, subsets=subsets, n_speakers=n_speakers, seed=seed, content_seed=content_seed)
+    content_seed = seed if content_seed is None else content_seed
+    unknown = sorted(set(only or ()) - set(subsets))
+    if unknown:
+        raise DnnsepError(f"only: {', '.join(unknown)} not among the subsets {', '.join(subsets)}")
     corpus = Path(root) / "LibriSpeech"
     jobs = []  # (subset index, speaker index, utterance index, voice, folder)
     for s_index, subset in enumerate(subsets):
+        if only and subset not in only:
+            continue
         for v_index, voice in enumerate(plan[subset]):
             spk = (s_index + 1) * 1000 + v_index
             folder = corpus / subset / str(spk) / str(spk * 10 + 1)
@@ -349,7 +365,7 @@ def make_corpus(
 
     def work(job) -> tuple[str, float]:
         s_index, v_index, u, voice, folder = job
-        rng = np.random.default_rng([seed, s_index, v_index, u])
+        rng = np.random.default_rng([content_seed, s_index, v_index, u])
         audio, text = utterance(binary, voice, rng, (float(low), float(high)), sample_rate)
         utt = f"{folder.parent.name}-{folder.name}-{u:04d}"
         sf.write(folder / f"{utt}.flac", audio, sample_rate, subtype="PCM_16")
@@ -392,6 +408,8 @@ def make_offline_corpus(
     seconds: float | tuple[float, float] = (4.0, 6.0),
     seed: int = 0,
     workers: int = 2,
+    content_seed: int | None = None,
+    only: Sequence[str] | None = None,
 ) -> OfflineCorpus:
     """A LibriSpeech stand-in under ``<root>/LibriSpeech``: espeak voices (``engine='espeak'``, or ``'auto'``
     when espeak-ng is on the PATH), else the NumPy synthesiser (``'numpy'``, or ``'auto'`` without espeak)."""
@@ -401,7 +419,9 @@ def make_offline_corpus(
         engine = available_engines()[0]
     sizes = dict(subsets=subsets, n_speakers=n_speakers, utts_per_speaker=utts_per_speaker, seconds=seconds, seed=seed)
     if engine == "espeak":
-        path = make_corpus(root, workers=workers, **sizes)
+        path = make_corpus(root, workers=workers, content_seed=content_seed, only=only, **sizes)
+    elif content_seed is not None or only:
+        raise DnnsepError("content_seed and only need the espeak-ng engine")
     else:
         path = synthetic.make_corpus(root, **sizes)
     return OfflineCorpus(path=path, engine=engine, voices=len(subsets) * n_speakers)

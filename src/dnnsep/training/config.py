@@ -47,10 +47,11 @@ RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "cpu_processes", "amp", 
                 "max_nonfinite", "max_minutes")  # fmt: skip
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("plateau", "cosine")
+LR_CLOCKS = ("steps", "time")
 # Keys added after the first checkpoints were written, with the value that means "as before": a saved
 # config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
 ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
-              "max_minutes": None, "cpu_processes": 1}  # fmt: skip
+              "max_minutes": None, "cpu_processes": 1, "lr_clock": "steps"}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -87,6 +88,11 @@ class TrainConfig:
     )
     lr_schedule: str = _key(
         "plateau: lr times lr_factor on a plateau; cosine: also a cosine decay to 0 over all epochs", LR_SCHEDULES
+    )
+    lr_clock: str = _key(
+        "steps: the cosine schedule runs over epochs x steps per epoch; time: over the max_minutes budget "
+        "(fraction of the time spent), which then ends training (a run cut by time has annealed)",
+        LR_CLOCKS,
     )
     weight_decay: float = _key("weight decay")
     clip_grad_norm: float = _key("clip the gradient norm to this value (0: no clipping)")
@@ -167,6 +173,8 @@ class TrainConfig:
                               f"({self.cpu_processes}), which share each batch")  # fmt: skip
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
+        if self.lr_clock == "time" and self.max_minutes is None:
+            raise DnnsepError(f"{source}: lr_clock: time runs the schedule over max_minutes: set max_minutes")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
         if not 0 <= self.speed_perturb < 0.5:
@@ -214,6 +222,8 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The keys that define the experiment (all but :data:`RUNTIME_KEYS`), with resolved model values."""
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+        if self.lr_clock == "time":  # then the budget is the schedule's length, not a pause
+            values["max_minutes"] = self.max_minutes
         values[MODEL_KEY] = {"name": self.model_class.config_name, **self.model_config().to_dict()}
         return values
 
@@ -481,7 +491,8 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
       ``S8_F64_sigmoid_gln_noncausal_sr16k``), which together name every option;
     - training: ``b{batch_size}_e{epochs}_{optimizer}-lr{lr}-decay{weight_decay}_clip{clip_grad_norm}``,
       plus ``_dm`` with dynamic mixing, ``_sp{r}`` with speed_perturb, ``_seg{seconds}`` when
-      segment_seconds is set, ``_warm{steps}`` with warmup_steps and ``_cos`` with the cosine schedule.
+      segment_seconds is set, ``_warm{steps}`` with warmup_steps, ``_cos`` with the cosine schedule and
+      ``_t{minutes}m`` with ``lr_clock: time`` (the schedule over a budget of that many minutes).
     """
     m = cfg.model_config()
     dims, options = m.dir_names()
@@ -497,6 +508,8 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
         training += f"_warm{cfg.warmup_steps}"
     if cfg.lr_schedule != "plateau":
         training += f"_{cfg.lr_schedule[:3]}"
+    if cfg.lr_clock == "time":
+        training += f"_t{_num(cfg.max_minutes)}m"
     loss = "sisdr" if cfg.loss_threshold is None else f"sisdr_thr{_num(cfg.loss_threshold)}"
     return (
         Path(out_dir)

@@ -78,6 +78,15 @@ def all_sum(values: list[float], info: Dist, device: torch.device) -> list[float
     return t.tolist()
 
 
+def all_max(values: list[float], info: Dist, device: torch.device) -> list[float]:
+    """The largest of each number over all processes (float64); identity for a single process."""
+    if not info.active:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def all_true(flag: bool, info: Dist, device: torch.device) -> bool:
     """Whether ``flag`` holds in every process (so that all of them take the same branch)."""
     if not info.active:

@@ -74,6 +74,7 @@ class Progress:
     loss_sum: float = 0.0  # this epoch so far, over finite steps
     loss_count: int = 0
     seconds: float = 0.0  # this epoch so far
+    clock_seconds: float = 0.0  # wall time of training so far, all epochs and runs (lr_clock: time)
     nonfinite_total: int = 0
     nonfinite_run: int = 0  # in a row
     stopped: str | None = None  # why training ended (early stopping, all epochs done)
@@ -148,6 +149,10 @@ class Trainer:
         self.plateau = Plateau(lr_patience=cfg.lr_patience, stop_patience=cfg.early_stop_patience)
         self.progress = Progress()
         self._deadline: float | None = None  # perf_counter time at which fit(max_seconds=) pauses
+        self._now = time.perf_counter  # the budget's clock (a test may fake it)
+        self._clock_origin = 0.0  # _now() when the budget's clock read 0 (set by fit)
+        self._budget_fraction = 0.0  # lr_clock time: the fraction of the budget spent, as all processes agree
+        self._budget_spent = False
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.events: list[list[Any]] = []  # [epoch, label]: lr halvings, the stop
         batch = process_batch(cfg, dist, device)
@@ -201,6 +206,11 @@ class Trainer:
             f"data: {len(self.train_set)} training mixtures ({self.sampler.steps_per_epoch()} steps per epoch), "
             f"{len(self.valid_set)} validation mixtures"
         )
+        if cfg.lr_clock == "time":
+            log.info(
+                f"schedule: {cfg.lr_schedule} over a budget of {cfg.max_minutes:g} min of training (lr_clock: time), "
+                f"which then ends it; warm-up over the first {cfg.warmup_steps} steps"
+            )
         if cfg.amp and not self.amp:
             log.info(
                 f"amp ignored: mixed precision needs CUDA or a CPU with bfloat16 instructions (AVX-512 BF16, "
@@ -235,11 +245,15 @@ class Trainer:
         """
         cfg, p = self.cfg, self.progress
         self._deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+        self._clock_origin = self._now() - p.clock_seconds
+        if cfg.lr_clock == "time":  # the budget ends training; a max_seconds slice may pause it sooner
+            self._budget_fraction = min(1.0, p.clock_seconds / self._budget_seconds())
+            self._deadline = math.inf if max_seconds is None else self._now() + max_seconds  # on the budget's clock
         try:
             if p.stopped:
                 self.log.info(f"nothing to do: training had ended ({p.stopped})")
             while p.stopped is None and p.epoch < cfg.epochs:
-                if not self._train_epoch():
+                if not self._train_epoch() and not self._budget_spent:
                     self._save_last()
                     self._plot_held_back()
                     self.log.info(f"paused after {max_seconds:g} s (epoch {p.epoch + 1}, step {p.step})")
@@ -305,7 +319,7 @@ class Trainer:
                     self._read_loss()
                     self._save_last()
                 times.start()
-                if self._deadline is not None and p.step < total and self._past_deadline():
+                if self._deadline is not None and self._past_deadline() and (p.step < total or self._budget_spent):
                     self._read_loss()
                     return False
         self._read_loss()
@@ -316,13 +330,23 @@ class Trainer:
     def _past_deadline(self) -> bool:
         """Whether :meth:`fit`'s time is up, in any process: all of them stop at the same step, none waits.
 
-        Under DDP on CUDA the processes agree every :data:`LOSS_READ_EVERY` steps only, so that a step
-        keeps its one host sync (the agreement is an all-reduce read back on the host).
+        With ``lr_clock: time`` it also updates the fraction of the budget spent, the largest of the
+        processes' clocks, so that every process takes the same learning rate at the next step.  Under
+        DDP on CUDA the processes agree every :data:`LOSS_READ_EVERY` steps only, so that a step keeps
+        its one host sync (the agreement is an all-reduce read back on the host).
         """
         if self.dist.active and self.one_sync and self.progress.step % LOSS_READ_EVERY:
             return False
+        if self.cfg.lr_clock == "time":  # one all-reduce: the budget's clock decides both
+            (elapsed,) = distributed.all_max([self._now() - self._clock_origin], self.dist, self.device)
+            self._budget_fraction = min(1.0, elapsed / self._budget_seconds())
+            self._budget_spent = self._budget_fraction >= 1.0
+            return self._budget_spent or self._clock_origin + elapsed > self._deadline
         past = time.perf_counter() > self._deadline
         return not distributed.all_true(not past, self.dist, self.device)
+
+    def _budget_seconds(self) -> float:
+        return 60.0 * self.cfg.max_minutes
 
     def _loader(self, name: str, dataset: Dataset, **options: Any) -> DataLoader:
         """A DataLoader over ``dataset``; with workers, made once and kept (its workers persist).
@@ -418,7 +442,10 @@ class Trainer:
         """The learning rate of optimizer step ``step`` (0-based, over all epochs).
 
         ``lr`` times ``lr_factor`` per plateau halving so far, times ``(step + 1) / warmup_steps``
-        during the warm-up, times ``(1 + cos(pi * step / total_steps)) / 2`` with the cosine schedule.
+        during the warm-up, times ``(1 + cos(pi * x)) / 2`` with the cosine schedule, where ``x`` is the
+        fraction of the schedule done: ``step / total_steps`` (``lr_clock: steps``), or the fraction of
+        the ``max_minutes`` budget spent (``lr_clock: time``; the warm-up stays counted in steps: it
+        steadies Adam's first updates, a matter of steps whatever the machine's speed).
         """
         cfg = self.cfg
         halvings = sum(1 for _, label in self.events if str(label).startswith("lr "))
@@ -426,8 +453,12 @@ class Trainer:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             lr *= (step + 1) / cfg.warmup_steps
         if cfg.lr_schedule == "cosine":
-            total = cfg.epochs * self.sampler.steps_per_epoch()
-            lr *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            if cfg.lr_clock == "time":
+                done = self._budget_fraction
+            else:
+                total = cfg.epochs * self.sampler.steps_per_epoch()
+                done = min(step, total) / total
+            lr *= 0.5 * (1 + math.cos(math.pi * done))
         return lr
 
     def _nonfinite(self, what: str) -> None:
@@ -509,9 +540,13 @@ class Trainer:
                 f"(best valid loss {self.plateau.best:.3f} at epoch {self.plateau.best_epoch})"
             )
             self.events.append([epoch, "early stop"])
-        if p.stopped is None and epoch >= cfg.epochs:
+        if p.stopped is None and (epoch >= cfg.epochs or self._budget_spent):
             best = f"best valid loss {self.plateau.best:.3f} at epoch {self.plateau.best_epoch}"
-            p.stopped = f"finished {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} ({best})"
+            if self._budget_spent:
+                p.stopped = f"time budget of {cfg.max_minutes:g} min spent after {epoch} epoch(s) ({best})"
+                self.events.append([epoch, "time budget"])
+            else:
+                p.stopped = f"finished {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} ({best})"
         self._save_last()
         log.info(
             f"epoch {epoch}/{cfg.epochs}  train {train_loss:.3f}  valid {valid_loss:.3f}  "
@@ -575,6 +610,7 @@ class Trainer:
         }
 
     def _save_last(self) -> None:
+        self.progress.clock_seconds = self._now() - self._clock_origin
         if self.dist.is_main:
             save_checkpoint(self.state_dict(), self.last_path)
 

@@ -1,0 +1,73 @@
+"""Every bench script has a tiny mode, run here so that none rots: bench_model, bench_data,
+bench_separate, main_job (with espeak_pair on the model it trains).  They assert what the scripts
+write, not their figures (figures come from the scripts' full runs, on an idle machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("model", ["dprnn_tasnet", "conv_tasnet"])
+def test_bench_model_tiny(tmp_path, model):
+    out = tmp_path / "model.json"
+    run("bench_model.py", "--model", model, "--configs", "tiny", "--rounds", "1", "--per_process", "1",
+        "--long_seconds", "1", "--threads", "1", "--json", str(out))  # fmt: skip
+    tiny = json.loads(out.read_text())["tiny"]
+    assert tiny["rtf_5s"]["ours"] > 0 and tiny["train_step_s"]["ours"] > 0 and tiny["long"]["ours"]["seconds"] > 0
+
+
+def test_bench_data_tiny():
+    done = run("bench_data.py", "--batches", "2", "--seconds", "1", "--json")
+    assert json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bench_separate_tiny(tmp_path):
+    out = tmp_path / "separate.json"
+    done = run("bench_separate.py", "--minutes", "0.05", "--json", str(out))
+    assert "s / audio min" in done.stdout and json.loads(out.read_text())
+
+
+def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_pair_checks_unheard_voices(tmp_path):
+    out, work = tmp_path / "main_job.json", tmp_path / "work"
+    run("main_job.py", "--tiny", "--runs", "2", "--work", str(work), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert [r["seed"] for r in result["runs"]] == [111, 112]
+    for r in result["runs"]:
+        assert r["stopped"].startswith("time budget") and r["epochs"] >= 1
+        assert set(r["test_own"]) >= {"si_sdri", "sdri"} and set(r["test_report"]) >= {"si_sdri", "sdri"}
+    spread = result["test_report_si_sdri"]
+    assert spread["std"] is not None and spread["min"] <= spread["mean"] <= spread["max"]
+    assert result["cpu"]["model"] and "avx2" in result["cpu"]["flags"] or sys.platform != "linux"
+    corpus_names = (work / "report" / "corpus" / "LibriSpeech" / "SPEAKERS.TXT").read_text()
+    assert "test-clean" in corpus_names and "dev-clean" not in corpus_names  # only the report's test subset
+    # espeak_pair on the first run's model: the voices it picks were not in the subset that model trained on
+    best = next((work / "seed111").rglob("model/best.pth"))
+    corpus = next(work.rglob("synthetic/LibriSpeech")).parent
+    done = run("espeak_pair.py", str(best), "--corpus", str(corpus), "--out", str(tmp_path / "pair"))
+    pair = json.loads((tmp_path / "pair" / "result.json").read_text())
+    assert pair["train_subset"] == "dev-clean" and "SI-SDRi" in done.stdout
+    speakers = (corpus / "LibriSpeech" / "SPEAKERS.TXT").read_text().splitlines()
+    heard = {line.split("+")[-1].split()[0] for line in speakers if "| dev-clean" in line}
+    assert not {v.split("+", 1)[1] for v in pair["voices"]} & heard
+    refused = subprocess.run([sys.executable, str(BENCH / "espeak_pair.py"), str(best), "--corpus", str(corpus),
+                              "--voices", sorted(heard)[0], sorted(heard)[-1]], capture_output=True, text=True,
+                             env=ENV)  # fmt: skip
+    assert refused.returncode != 0 and "trained on (dev-clean): choose unheard ones" in refused.stderr
