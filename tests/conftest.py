@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,9 @@ OTHER_VALUES = {
         norm="cln",
         causal=True,
         encoder_activation="linear",
+        signal_padding="none",
+        chunk_padding="chunk",
+        head="gated",
     ),  # fmt: skip
     "conv_tasnet": dict(
         n_filters=12,
@@ -49,15 +54,48 @@ OTHER_VALUES = {
         norm="cln",
         causal=True,
         encoder_activation="linear",
+        signal_padding="none",
     ),  # fmt: skip
 }
 
 
+FAKE_AUDIO = Path(__file__).parent / "fake_audio"  # a PyAudio stand-in (see its doc)
+
+
+def chromium_binary() -> str | None:
+    """Chromium for the report page's browser test: Debian's ``chromium``, Ubuntu's ``chromium-browser``, or
+    the macOS app (``brew install --cask chromium``)."""
+    app = Path("/Applications/Chromium.app/Contents/MacOS/Chromium")
+    return shutil.which("chromium") or shutil.which("chromium-browser") or (str(app) if app.exists() else None)
+
+
+def fake_pyaudio() -> bool:
+    """Whether the capture tests run through tests/fake_audio's PyAudio: on macOS (no ALSA file plugin
+    there), or where ``DNNSEP_FAKE_PYAUDIO=1`` asks (CI runs them both ways on Linux)."""
+    return sys.platform == "darwin" or os.environ.get("DNNSEP_FAKE_PYAUDIO") == "1"
+
+
+def audio_env(conf: Path) -> dict:
+    """Environment variables for a child process whose default audio devices are those of ``conf``
+    (made by :func:`alsa_config`): ALSA's file plugin, or the fake PyAudio reading the same files."""
+    if not fake_pyaudio():
+        return {"ALSA_CONFIG_PATH": str(conf)}
+    files = json.loads(conf.with_suffix(".json").read_text())
+    path = os.pathsep.join(filter(None, [str(FAKE_AUDIO), os.environ.get("PYTHONPATH", "")]))
+    return {"PYTHONPATH": path, "DNNSEP_FAKE_AUDIO_IN": files["in"] or "", "DNNSEP_FAKE_AUDIO_OUT": files["out"] or ""}
+
+
 def alsa_config(directory: Path, pcm: np.ndarray | None, *, played: Path | None = None) -> Path:
     """An ALSA configuration (for ``ALSA_CONFIG_PATH``) whose default device captures ``pcm`` (int16) from a
-    raw file and writes what it plays to ``played`` (or nowhere); ``pcm=None``: no device at all."""
+    raw file and writes what it plays to ``played`` (or nowhere); ``pcm=None``: no device at all.  Pass it
+    to a child through :func:`audio_env`, which also serves the fake PyAudio the same files."""
     conf = directory / "asound.conf"
     text = "</usr/share/alsa/alsa.conf>\n"
+    files = {
+        "in": None if pcm is None else str(directory / "capture.raw"),
+        "out": None if played is None else str(played),
+    }
+    conf.with_suffix(".json").write_text(json.dumps(files))
     if pcm is not None:
         pcm.astype("<i2").tofile(directory / "capture.raw")
         text += (
@@ -82,6 +120,11 @@ def reference_si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
 NEEDED = (
     ("zsh", lambda: shutil.which("zsh"), "apt-get install zsh / brew install zsh"),
     ("espeak-ng", lambda: shutil.which("espeak-ng"), "apt-get install espeak-ng / brew install espeak-ng"),
+    (
+        "chromium",
+        lambda: chromium_binary(),
+        "apt-get install chromium / brew install --cask chromium",
+    ),  # the report pages are checked in a real browser
     ("PyAudio (PortAudio)", lambda: _module("pyaudio"), "bash utils/setup.sh test"),
     (
         "onnx, onnxscript, onnxruntime",
@@ -89,6 +132,8 @@ NEEDED = (
         "pip install -e '.[dev]'",
     ),  # noqa: E501
     ("matplotlib", lambda: _module("matplotlib"), "pip install -e '.[dev]'"),
+    ("huggingface_hub", lambda: _module("huggingface_hub"), "pip install -e '.[dev]'"),  # hf: references
+    ("huggingface_hub", lambda: _module("huggingface_hub"), "pip install -e '.[dev]'"),  # tests/test_hub.py
     (
         "fast_bss_eval, pesq, pystoi",
         lambda: all(map(_module, ("fast_bss_eval", "pesq", "pystoi"))),

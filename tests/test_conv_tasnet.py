@@ -114,6 +114,7 @@ OPTION_CHANGES = {
     "norm": "cln",
     "causal": True,
     "encoder_activation": "linear",
+    "signal_padding": "none",
     "sample_rate": 8000,
 }
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import alsa_config
+from conftest import alsa_config, audio_env
 
 from dnnsep import CheckpointError, DnnsepError, DPRNNConfig, DPRNNTasNet
 from dnnsep.audio import resample
@@ -49,7 +49,7 @@ def capture(tmp_path_factory):
 
 
 def env_with(conf: Path) -> dict:
-    return {**os.environ, "ALSA_CONFIG_PATH": str(conf), "PYTHON": sys.executable}
+    return {**os.environ, **audio_env(conf), "PYTHON": sys.executable}
 
 
 def check_results(out: Path, pcm: np.ndarray, seconds: float = 5.0):

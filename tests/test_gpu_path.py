@@ -355,3 +355,36 @@ def test_gpu_check_fails_when_a_section_cannot_run(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert done.returncode == 1 and not report["ok"] and list(report["sections"]) == SECTIONS
     assert "environment: not run (time)" in report["failed"]
+
+
+def test_the_live_stream_is_checked_on_mps_and_falls_back_to_the_cpu_where_it_fails(monkeypatch, capsys):
+    from dnnsep import device as device_module
+    from dnnsep import streaming
+
+    torch.manual_seed(0)
+    model = DPRNNTasNet(DPRNNConfig(n_filters=8, kernel_size=4, hidden=8, chunk_size=10, hop_size=5, n_blocks=1,
+                                    causal=True))  # fmt: skip
+    mps = torch.device("mps")
+    real = streaming._stream_forward
+    calls = []
+
+    def stream_forward(m, x, device):  # the stream on "MPS" fails as float64 state did there
+        calls.append(device.type)
+        if device.type == "mps":
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return real(m, x, device)
+
+    monkeypatch.setattr(streaming, "_stream_forward", stream_forward)
+    monkeypatch.setattr(device_module, "_mps_verdicts", {})
+    monkeypatch.setattr(device_module, "_model_device", lambda m: mps if m is model else torch.device("cpu"))
+    monkeypatch.delenv(device_module.FORCE_MPS_ENV, raising=False)
+    moved = []
+    monkeypatch.setattr(model, "to", lambda d: moved.append(torch.device(d)) or model)
+    got = streaming.guard_mps_stream(model)
+    assert got is model and moved[-1] == torch.device("cpu") and calls == ["cpu", "mps"]  # a copy went too
+    err = capsys.readouterr().err
+    assert "note: running the live stream on the CPU, not MPS: the model fails on MPS (Cannot convert" in err
+    # the check is the real stream: on the CPU it equals the offline pass
+    x = 0.1 * torch.randn(1, 1600)
+    with torch.inference_mode():
+        torch.testing.assert_close(real(model, x, torch.device("cpu")), model(x), atol=1e-4, rtol=0)

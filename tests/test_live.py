@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import alsa_config
+from conftest import alsa_config, audio_env
 
 from dnnsep import CheckpointError, ConvTasNet, ConvTasNetConfig, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep import live as live_module
@@ -54,7 +54,7 @@ def capture(tmp_path):
 
 def live(args, conf, **kwargs):
     cmd = [sys.executable, "-m", "dnnsep.bin.demo", "--live", "--device", "cpu", *args]
-    return subprocess.Popen(cmd, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)}, text=True, **kwargs)
+    return subprocess.Popen(cmd, env={**os.environ, **audio_env(conf)}, text=True, **kwargs)
 
 
 def read_results(out: Path, n_sources: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -101,6 +101,9 @@ OPTION_CHANGES = {
     "norm": "cln",
     "causal": True,
     "encoder_activation": "linear",
+    "signal_padding": "none",
+    "chunk_padding": "chunk",
+    "head": "gated",
 }
 
 

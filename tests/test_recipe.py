@@ -49,6 +49,7 @@ speed_perturb: 0.0
 loss_threshold: null
 warmup_steps: 0
 lr_schedule: plateau
+lr_clock: steps
 max_minutes: null
 """
 

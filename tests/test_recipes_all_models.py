@@ -55,7 +55,8 @@ def test_train_test_separate_export_in_the_models_own_recipe(name, dataset, tmp_
     wav = tmp_path / "talk.wav"
     sf.write(wav, np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000)
     run(["bash", str(recipe / "separate.sh"), str(wav), "--model", str(best), "--out_dir", str(tmp_path / "sep")])
-    assert sorted(p.name for p in (tmp_path / "sep" / "talk").glob("*.wav")) == ["estimated-0.wav", "estimated-1.wav"]
+    wavs = sorted(p.name for p in (tmp_path / "sep" / "talk").glob("*.wav"))
+    assert wavs == ["estimated-0.wav", "estimated-1.wav", "mixture.wav"]  # the input as heard, for report.html
 
     onnx = tmp_path / "model.onnx"
     done = run([sys.executable, "-m", "dnnsep.bin.export", "--format", "onnx", "--model", str(best),

@@ -65,6 +65,7 @@ STUBS = {
     "espeak-ng": "",
     "zsh": "",
     "shellcheck": "",
+    "chromium": "",
 }
 
 
@@ -183,8 +184,8 @@ def test_missing_system_packages_name_the_apt_get_command(tmp_path):
     done, checkout, log = run_setup(tmp_path, "test", STUB_PYTHON_H=0)  # no zsh, shellcheck, cc, headers
     assert done.returncode == 3, done.stderr
     assert done.stderr == (
-        "setup: missing: zsh shellcheck C compiler PortAudio headers Python headers; install with: sudo apt-get"
-        " install zsh shellcheck build-essential portaudio19-dev python3-dev\n"
+        "setup: missing: zsh shellcheck C compiler PortAudio headers Python headers Chromium; install with: sudo"
+        " apt-get install zsh shellcheck build-essential portaudio19-dev python3-dev chromium\n"
     )
     assert calls(log, "id") == ["-u"] and not calls(log, "apt-get") and not pip_installs(log)
 
@@ -205,7 +206,7 @@ def test_a_mac_missing_only_apples_tools_is_told_xcode_select_alone(tmp_path, cc
     # bash said "brew install " with nothing after it
     (tmp_path / "brew" / "include").mkdir(parents=True)
     (tmp_path / "brew" / "include" / "portaudio.h").touch()  # found there when no cc finds it
-    stubs = ("id", "uname", "brew", "espeak-ng", "zsh", "shellcheck") + (("cc",) if cc != "none" else ())
+    stubs = ("id", "uname", "brew", "espeak-ng", "zsh", "shellcheck", "chromium") + (("cc",) if cc != "none" else ())
     done, checkout, log = run_setup(tmp_path, "test", stubs=stubs, STUB_OS="Darwin", STUB_PYTHON_H=0, STUB_CC_FINDS=1)
     missing = "Python headers" if cc != "none" else "C compiler Python headers"
     assert done.returncode == 3, done.stderr
@@ -216,7 +217,7 @@ def test_a_mac_finds_homebrews_portaudio_and_builds_pyaudio_against_it(tmp_path)
     brew = tmp_path / "brew"  # /opt/homebrew or /usr/local: not on the compiler's path
     (brew / "include").mkdir(parents=True)
     (brew / "include" / "portaudio.h").touch()
-    stubs = ("id", "uname", "brew", "cc", "espeak-ng", "zsh", "shellcheck")
+    stubs = ("id", "uname", "brew", "cc", "espeak-ng", "zsh", "shellcheck", "chromium")
     done, checkout, log = run_setup(tmp_path, "test", stubs=stubs, STUB_OS="Darwin", STUB_TORCH=1)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("setup: installing dnnsep[dev] into "), done.stderr

@@ -29,7 +29,8 @@ os=$(uname -s)
 needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng")
 if [ "$what" = test ]; then
   needs+=("zsh:zsh:zsh:zsh" "shellcheck:shellcheck:shellcheck:shellcheck" "C compiler:cc:build-essential:"
-    "PortAudio headers:portaudio.h:portaudio19-dev:portaudio" "Python headers:Python.h:python3-dev:")
+    "PortAudio headers:portaudio.h:portaudio19-dev:portaudio" "Python headers:Python.h:python3-dev:"
+    "Chromium:chromium:chromium:")  # the report page's browser test (macOS: brew install --cask chromium)
 fi
 brew_include() {  # the Homebrew prefix whose include/ holds header $1: not on Apple's compiler's path
   local prefix
@@ -43,6 +44,8 @@ have() {  # a command on PATH, or a header the compiler (or Homebrew) has
   case "$1" in
     *.h) [ "$1" = Python.h ] && { "$PYTHON" -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' 2>/dev/null; return; }
          printf '#include <%s>\n' "$1" | cc -E - >/dev/null 2>&1 || brew_include "$1" >/dev/null ;;
+    chromium) command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+         || [ -x /Applications/Chromium.app/Contents/MacOS/Chromium ] ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
@@ -73,6 +76,7 @@ if [ ${#missing_names[@]} -gt 0 ]; then
     hint=  # Apple's command line tools bring the compiler and Python's headers; Homebrew the rest
     case " ${missing_names[*]} " in *" C compiler "* | *" Python headers "*) hint="xcode-select --install" ;; esac
     if [ ${#missing_brew[@]} -gt 0 ]; then hint="${hint:+$hint; }brew install ${missing_brew[*]}"; fi
+    case " ${missing_names[*]} " in *" Chromium "*) hint="${hint:+$hint; }brew install --cask chromium" ;; esac
     missing "$hint"
   else
     missing "sudo apt-get install ${missing_apt[*]}"
@@ -111,7 +115,7 @@ fi
 
 target=$root modules="dnnsep torch numpy soundfile yaml tqdm"
 if [ "$what" = test ]; then
-  target="${root}[dev]" modules="$modules pyaudio pytest ruff matplotlib onnxruntime onnx fast_bss_eval pesq pystoi"
+  target="${root}[dev]" modules="$modules pyaudio pytest ruff matplotlib onnxruntime onnx fast_bss_eval pesq pystoi huggingface_hub"
 fi
 ready() {  # every module importable, and dnnsep is this checkout's
   # shellcheck disable=SC2086  # $modules: one word per module

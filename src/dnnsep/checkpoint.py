@@ -1,7 +1,9 @@
 """Safe checkpoint I/O: atomic writes, and loading that never runs code from the file.
 
 Checkpoints hold plain values only (dicts, lists, numbers, strings, tensors), so they load with
-``torch.load(..., weights_only=True)``; a file from the internet cannot execute anything.
+``torch.load(..., weights_only=True)``; a file from the internet cannot execute anything.  Allowed
+besides, because published models' metadata hold them (asteroid's ``infos``): numpy scalars, each a
+number rebuilt from its dtype and bytes, and ``torch.__version__``, a string (:func:`metadata_globals`).
 
 Every atomic write of this toolkit goes through a hidden temporary beside its target,
 ``.<name>.<host>-<pid>-<random>.tmp`` (:func:`temporary_path`); a writer killed mid-write leaves
@@ -12,6 +14,7 @@ its writer is known to be dead (never a live writer's file).
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
 import pickle
@@ -24,7 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 
 from .errors import CheckpointError
 from .locking import host_tag, process_alive
@@ -163,7 +168,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with _allowing(metadata_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # holds pickled objects (or is no torch file at all)
         raise CheckpointError(_unpickling_message(path, err)) from None
     except Exception as err:  # corrupt, truncated, not a torch file
@@ -172,6 +178,41 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a dnnsep checkpoint (holds a {type(ckpt).__name__}, not a dict)")
     return ckpt
+
+
+def _allowing(extra: list) -> contextlib.AbstractContextManager:
+    """``torch.serialization.safe_globals(extra)``; nothing more allowed on torch < 2.5, which lacks it."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    return allow(extra) if allow is not None else contextlib.nullcontext()
+
+
+def metadata_globals() -> list:
+    """What ``torch.load(weights_only=True)`` may rebuild here besides plain values and tensors.
+
+    A numpy scalar pickles as ``scalar(dtype, bytes)``; files written under numpy 1 name the
+    function ``numpy.core.multiarray.scalar``, under numpy 2 ``numpy._core.multiarray.scalar``; a
+    dtype is rebuilt as ``numpy.dtype(code)``, then given its byte order (under numpy 2 an instance
+    of ``numpy.dtypes.Float64DType`` and the like: the numeric ones are allowed, not objects or strings).
+    ``torch.__version__`` (asteroid's ``infos`` store it) is a ``TorchVersion``, a ``str`` subclass
+    rebuilt from its text.
+    """
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    numeric = [f"{kind}DType" for kind in _NUMERIC_DTYPES]
+    dtypes = [(getattr(np.dtypes, n), f"numpy.dtypes.{n}") for n in numeric if hasattr(getattr(np, "dtypes", None), n)]
+    return [
+        (scalar, "numpy._core.multiarray.scalar"),
+        (scalar, "numpy.core.multiarray.scalar"),
+        (np.dtype, "numpy.dtype"),
+        *dtypes,
+        (TorchVersion, "torch.torch_version.TorchVersion"),
+    ]
+
+
+_NUMERIC_DTYPES = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64")
+_NUMERIC_DTYPES += ("Float16", "Float32", "Float64", "Complex64", "Complex128")
 
 
 def _unpickling_message(path: Path, err: Exception) -> str:

@@ -47,29 +47,32 @@ def select_device(name: str | None = None) -> torch.device:
     return device
 
 
-def guard_mps(model: nn.Module) -> tuple[nn.Module, torch.device]:
+def guard_mps(model: nn.Module, *, forward=None, what: str = "") -> tuple[nn.Module, torch.device]:
     """``(model, device)``: unchanged unless ``model`` is on MPS and its MPS output disagrees with the CPU's.
 
     Then the model is moved to the CPU (one line on stderr says why and how to force MPS) and the CPU
     is returned.  The check runs once per architecture per process, in inference mode, on a copy of
     the model moved to the CPU; the model's train/eval mode and the global RNG are left as they were.
     A model that does not take ``(batch, time)`` audio is compared on its first input alike, so pass
-    audio models only.  Shape of the fixed input: (1, ``CHECK_SECONDS`` * sample rate).
+    audio models only.  ``forward(model, x, device)`` (default: the offline pass, in inference mode)
+    is what is compared, e.g. a streaming pass; ``what`` names it in the key and the message.  Shape of
+    the fixed input: (1, ``CHECK_SECONDS`` * sample rate).
     """
     device = _model_device(model)
     if device.type != "mps" or os.environ.get(FORCE_MPS_ENV, "") == "1":
         return model, device
-    key = f"{type(model).__qualname__}:{getattr(model, 'config', '')!r}"
+    key = f"{what}{type(model).__qualname__}:{getattr(model, 'config', '')!r}"
     if key not in _mps_verdicts:
-        _mps_verdicts[key] = _compare_with_cpu(model, device)
+        _mps_verdicts[key] = _compare_with_cpu(model, device, forward or _forward)
     why = _mps_verdicts[key]
     if why is None:
         return model, device
-    print(f"note: running on the CPU, not MPS: {why}; set {FORCE_MPS_ENV}=1 to use MPS anyway", file=sys.stderr)
+    running = f"running {what} on the CPU" if what else "running on the CPU"
+    print(f"note: {running}, not MPS: {why}; set {FORCE_MPS_ENV}=1 to use MPS anyway", file=sys.stderr)
     return model.to("cpu"), torch.device("cpu")
 
 
-def _compare_with_cpu(model: nn.Module, device: torch.device) -> str | None:
+def _compare_with_cpu(model: nn.Module, device: torch.device, forward) -> str | None:
     """None if ``model`` (on ``device``) gives the CPU's output on a fixed input, else what differed."""
     sample_rate = int(getattr(model, "sample_rate", 16000))
     generator = torch.Generator().manual_seed(0)
@@ -77,10 +80,10 @@ def _compare_with_cpu(model: nn.Module, device: torch.device) -> str | None:
     training = model.training
     try:
         model.eval()
-        reference = _forward(copy.deepcopy(model).to("cpu"), x, torch.device("cpu"))
+        reference = forward(copy.deepcopy(model).to("cpu"), x, torch.device("cpu"))
         try:
-            got = _forward(model, x, device)
-        except RuntimeError as err:  # an operator MPS lacks, or a kernel error
+            got = forward(model, x, device)
+        except (RuntimeError, TypeError, NotImplementedError) as err:  # an operator or dtype MPS lacks, a kernel error
             return f"the model fails on MPS ({str(err).splitlines()[0][:200]})"
     finally:
         model.train(training)

@@ -7,7 +7,8 @@ default is the most recent causal experiment's ``best.pth``), and writes ``<out_
 and ``estimated-<k>.wav`` (16-bit PCM) as it goes.  The estimates are the model's output as it is
 (not rescaled to the mixture's level as the offline demo does: that needs the whole recording) and
 lag the mixture by the model's latency; each file holds all of its voice, the same length as the
-mixture.  ``--play K`` plays voice K to the default output device.
+mixture.  ``--play K`` plays voice K to the default output device.  At the end it writes
+``report.html`` (:mod:`dnnsep.report`: players and spectrogram strips of the files it wrote).
 
 It stops after ``--seconds`` of audio, or on Ctrl-C or SIGTERM: it then separates what is still
 queued (when stopped by ``--seconds``) or not (when interrupted), flushes the model's last
@@ -33,10 +34,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from . import report
 from .device import select_device
 from .errors import DnnsepError
 from .pretrained import load_model
-from .streaming import StreamingSeparator
+from .streaming import StreamingSeparator, guard_mps_stream
 
 METER_DB = 60  # the level meter's range, in dB below full scale
 # torch intra-op threads while streaming on CPU: a DPRNN chunk's LSTMs run at batch 1, which a second
@@ -80,6 +82,9 @@ def main(args: argparse.Namespace) -> int:
     if args.sample_rate is not None and args.sample_rate != model.sample_rate:
         raise DnnsepError(f"--live records at the model's rate ({model.sample_rate} Hz), not --sample_rate")
     engine = StreamingSeparator(model)  # refuses a model that looks ahead, before any device opens
+    if model.device.type == "mps":  # load_model checked the offline pass on MPS; the stream runs other code
+        model = guard_mps_stream(model)
+        engine = StreamingSeparator(model)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.recipe_dir) / "results" / "live"
     rate = model.sample_rate
     on_cpu = model.device.type == "cpu"
@@ -109,7 +114,22 @@ def main(args: argparse.Namespace) -> int:
         f"Separated {seconds:.1f} s live into {model.n_sources} voices, real-time factor {summary['rtf']:.2f}"
         f"{' (' + summary['stopped'] + ')' if summary['stopped'] else ''}"
     )
-    for path in summary["files"]:
+    files = list(summary["files"])
+    if files:
+        facts = {
+            "model": model_path,
+            "model type": model.model_name,
+            "latency": f"{1000 * engine.latency / rate:.0f} ms + {args.block_ms:g} ms blocks",
+            "real-time factor": f"{summary['rtf']:.2f}",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        }
+        if summary["stopped"]:
+            facts["stopped"] = summary["stopped"]
+        page, drawn = report.recording_report(
+            out_dir, files, title="Live recording", facts=facts, draw=not args.no_plot
+        )
+        files += [path.with_suffix(".png") for path in summary["files"] if drawn] + [page]
+    for path in files:
         print(f"  {path}")
     return 0
 

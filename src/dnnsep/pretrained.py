@@ -3,7 +3,9 @@
 Without ``--model``, a tool uses the best model of the most recent experiment under the recipe's
 experiment folders (``exp*/``: ``exp/``, ``exp-synthetic/``, ...) and says which one; with none
 there, the error names the command that makes one (the recipe's main job).  Any registered model
-loads (:func:`dnnsep.models.load`), so no tool names a model class.
+loads (:func:`dnnsep.models.load`), so no tool names a model class; so does a separator asteroid
+published (its ``pytorch_model.bin``, or the folder holding it), converted, and the tool says which
+model it is, where from, its sample rate and the licence its file states (:func:`describe`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from . import hub, models
 from .device import guard_mps
 from .errors import CheckpointError
 
@@ -59,18 +61,42 @@ def load_model(
 ) -> tuple[models.MaskingModel, Path]:
     """The model at ``model`` (or :func:`default_model_path`) on ``device``, in eval mode: ``(model, path)``.
 
-    On MPS, :func:`~dnnsep.device.guard_mps` checks the model's output first and may keep it on the CPU
-    (the model's device says where it runs).
+    ``model``: a checkpoint, asteroid's ``pytorch_model.bin``, a folder holding one (``path`` is then
+    that file), or ``hf:OWNER/NAME[@REVISION]`` (:mod:`dnnsep.hub`; ``path`` is the cached file); a
+    converted model is described on stderr (:func:`describe`).  On MPS,
+    :func:`~dnnsep.device.guard_mps` checks the model's output first and may keep it on the CPU (the
+    model's device says where it runs).
     """
     if model is None:
         path = default_model_path(recipe_dir, causal=causal)
+    elif hub.is_reference(model):
+        path = models.model_file(model)  # downloaded, or from the cache
     else:
         path = Path(model).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such model file (--model)")
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such model file or folder (--model)")
+        path = models.model_file(path)
     net = models.load(path, map_location="cpu")
+    if net.provenance.get("format") != "dnnsep":
+        print(f"model: {path} ({describe(net)})", file=sys.stderr)
     net, _ = guard_mps(net.to(device).eval())
     return net, path
+
+
+def describe(model: models.MaskingModel) -> str:
+    """Which model, from which format, its sample rate and sources, and the licence its file states.
+
+    >>> from dnnsep.models import DPRNNConfig, DPRNNTasNet
+    >>> describe(DPRNNTasNet(DPRNNConfig(n_filters=8, kernel_size=4, hidden=8, n_blocks=1, sample_rate=8000)))
+    "dnnsep's DPRNNTasNet, 8 kHz, 2 sources"
+    """
+    info = model.provenance
+    fmt = info.get("format", "dnnsep")
+    what = f"dnnsep's {model.model_name}"
+    if fmt != "dnnsep":
+        what = f"{fmt} {info.get('model', '?')} as {what}"
+    what += f", {model.sample_rate / 1000:g} kHz, {model.n_sources} sources"
+    return what + (f"; licence: {info['licence']}" if info.get("licence") else "")
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
@@ -78,7 +104,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -
     parser.add_argument(
         "--model",
         metavar="PATH",
-        help="model checkpoint (default: best.pth of the most recent experiment under the recipe's exp*/)",
+        help="model checkpoint, a published model's folder or hf:OWNER/NAME[@REVISION] "
+        "(default: best.pth of the most recent experiment under the recipe's exp*/)",
     )
     parser.add_argument("--recipe_dir", default=".", help=argparse.SUPPRESS)
     if device:

@@ -203,3 +203,19 @@ class StreamingSeparator:
         out, self._ready = self._ready[:, :n], self._ready[:, n:]
         self.emitted += n
         return np.ascontiguousarray(out)
+
+
+def guard_mps_stream(model: MaskingModel) -> MaskingModel:
+    """``model``, or a CPU copy where its streaming pass on MPS fails or disagrees with the CPU's (checked once
+    per architecture, on a fixed input pushed in 20-ms blocks; see :func:`dnnsep.device.guard_mps`)."""
+    from .device import guard_mps
+
+    return guard_mps(model, forward=_stream_forward, what="the live stream")[0]
+
+
+def _stream_forward(model: MaskingModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` (1, time) pushed through a :class:`StreamingSeparator` of ``model`` in 20-ms blocks; float32 on the CPU."""
+    engine = StreamingSeparator(model.eval())
+    samples, block = x[0].numpy(), max(1, engine.sample_rate // 50)
+    pieces = [engine.push(samples[i : i + block]) for i in range(0, len(samples), block)] + [engine.flush()]
+    return torch.from_numpy(np.concatenate(pieces, axis=1))[None]

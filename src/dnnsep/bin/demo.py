@@ -8,8 +8,10 @@ Records through PyAudio (16-bit mono) from the system's default input device (or
 native rate and then resampled.  Separates on the best available device and writes, all or
 nothing, ``<out_dir>/mixture.wav`` and ``estimated-0.wav``, ``estimated-1.wav``, ... (16-bit PCM,
 each estimate at its level in the mixture, none clipping), and ``spectrograms.png`` when
-matplotlib is installed.  The default model is the ``best.pth`` that ``train.sh`` makes with the
-recipe's most recent experiment (see :func:`dnnsep.pretrained.default_model_path`).
+matplotlib is installed; then ``report.html`` (:mod:`dnnsep.report`: players, a spectrogram strip
+of each file, ``mixture.png`` and ``estimated-<i>.png``, the model and the time taken).  The
+default model is the ``best.pth`` that ``train.sh`` makes with the recipe's most recent experiment
+(see :func:`dnnsep.pretrained.default_model_path`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import live
+from .. import live, report
 from ..audio import resample, write_wavs
 from ..capture import MIC_HELP, _quiet_stderr, default_input_index, input_devices, level_dbfs, open_portaudio, record
 from ..cli import need_writable_directory, prog, run
@@ -57,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--chunk_seconds", type=float, default=8.0, metavar="S", help="separate in chunks of this length (8; 0: never)"
     )
     parser.add_argument("--overlap", type=float, default=0.25, metavar="F", help="chunk overlap, a fraction (0.25)")
-    parser.add_argument("--no_plot", action="store_true", help="do not draw spectrograms.png")
+    parser.add_argument("--no_plot", action="store_true", help="draw no spectrograms (spectrograms.png, the report's)")
     parser.add_argument("--verbose", action="store_true", help="show PortAudio's own messages")
     live.add_options(parser)
     return parser
@@ -135,6 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             written.append(out_dir / "spectrograms.png")
     if out_dir / "spectrograms.png" not in written and (out_dir / "spectrograms.png").exists():
         (out_dir / "spectrograms.png").unlink()  # from an earlier run: would not match these files
+    facts = {
+        "model": model_path,
+        "model type": model.model_name,
+        "recorded from": f"input device {info['index']} ({info['name']}) at {rec_rate} Hz",
+        "separated in": f"{seconds:.2f} s on {device}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    page, drawn = report.recording_report(
+        out_dir, list(files), title="Demo recording", facts=facts, draw=not args.no_plot
+    )
+    if not drawn:
+        for path in files:
+            path.with_suffix(".png").unlink(missing_ok=True)  # from an earlier run: would not match these files
+    written += [path.with_suffix(".png") for path in files if drawn] + [page]
     print(
         f"Separated {len(mixture) / rate:.1f} s into {len(estimates)} voices in {seconds:.2f} s on {device} "
         f"(model: {model_path})"
@@ -147,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _remove_stale_estimates(out_dir: Path, n_sources: int) -> None:
-    """Delete ``estimated-<k>.wav`` left by an earlier run of a model with more sources."""
-    for path in out_dir.glob("estimated-*.wav"):
+    """Delete ``estimated-<k>.wav`` (and its strip ``.png``) left by an earlier run of a model with more sources."""
+    for path in [*out_dir.glob("estimated-*.wav"), *out_dir.glob("estimated-*.png")]:
         index = path.stem.split("-", 1)[1]
         if index.isdigit() and int(index) >= n_sources:
             path.unlink()

@@ -5,7 +5,10 @@ Writes, under ``<experiment>/eval/<split>-<model>/`` (or ``--out_dir``):
 - ``results.csv``: one row per mixture (``id, seconds, si_sdr, si_sdri, sdr, sdri[, pesq, stoi]``),
 - ``summary.json``: mean, std and count of each column, with the model and list used,
 - ``examples/<id>/``: the first ``--n_examples`` mixtures as WAVs (``mixture.wav``, estimates
-  ``s1.wav``.. in reference order, references ``s1_ref.wav``..).
+  ``s1.wav``.. in reference order, references ``s1_ref.wav``..),
+- ``report.html`` (:mod:`dnnsep.report`): the summary, plots (with matplotlib), and every mixture in
+  a table sortable by any column, worst SI-SDRi first; the ``--report_rows`` worst and best have
+  players and spectrograms, their WAVs (unless among the examples) and PNGs in ``report/<id>/``.
 
 SDR/SDRi need ``fast_bss_eval`` (``pip install fast_bss_eval``); PESQ and STOI are added when the
 ``pesq`` / ``pystoi`` packages are installed.  A malformed list, a model whose output is not finite,
@@ -19,6 +22,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import models
+from .. import models, report
 from ..audio import write_wavs
 from ..checkpoint import load_checkpoint, remove_stale_temporaries
 from ..cli import need_directory, os_error, printable, prog, run
@@ -66,6 +70,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n_examples", type=int, default=5, help="mixtures written as WAVs (default: 5)")
     parser.add_argument("--max_utterances", type=int, help="evaluate only the first N mixtures")
     parser.add_argument(
+        "--report_rows",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the N worst and N best mixtures get players and spectrograms in report.html (default: 10; 0: none)",
+    )
+    parser.add_argument(
         "--device", default="auto", help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N or mps"
     )
     return parser
@@ -79,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DnnsepError(f"--n_examples must be >= 0, got {args.n_examples}")
     if args.max_utterances is not None and args.max_utterances < 1:
         raise DnnsepError(f"--max_utterances must be >= 1, got {args.max_utterances}")
+    if args.report_rows < 0:
+        raise DnnsepError(f"--report_rows must be >= 0, got {args.report_rows}")
     given = args.model_option or args.model_path
     model_path = Path(given).expanduser() if given else default_model_path(args.recipe_dir)
     ckpt = load_checkpoint(model_path)
@@ -111,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if left_out:
         print(f"note: no {', '.join(left_out)}: their packages are not installed (pip install -e '.[eval]')")
     n = len(data) if args.max_utterances is None else min(len(data), args.max_utterances)
-    rows = []
+    rows, details, extremes, start = [], [], report.Extremes(args.report_rows), time.perf_counter()
     for index in tqdm(range(n), desc=f"evaluate {args.split}", unit="mix", dynamic_ncols=True):
         with _reading(lst, index):
             mixture, sources = data[index]  # (time,), (n_sources, time)
@@ -124,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         scores = utterance_scores(estimates, sources, mixture, sample_rate=data.sample_rate, metrics=metrics)
         rows.append({"id": mix_id, "seconds": mixture.shape[-1] / data.sample_rate, **scores})
+        details.append(
+            {"input_si_sdr": scores["si_sdr"] - scores["si_sdri"], "level_diff": level_difference(sources),
+             "speakers": " + ".join(str(src.get("speaker", "?")) for src in data.spec(index)[1])}
+        )  # fmt: skip
+        extremes.offer(scores["si_sdri"], index, (mixture, estimates, sources))
         if index < args.n_examples:
             folder = out_dir / "examples" / _safe(mix_id)
             remove_stale_temporaries(folder, quiet=True)
@@ -131,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_example(folder, mixture, estimates, sources, data.sample_rate)
     if not rows:
         raise DnnsepError(f"{lst}: no mixtures to evaluate")
+    seconds = time.perf_counter() - start
 
     with _writing(out_dir):
         write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names))
@@ -148,7 +167,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"{args.split}: {len(rows)} mixtures  {means}")
     print(f"results: {out_dir / 'results.csv'}, {out_dir / 'summary.json'}")
+
+    start = time.perf_counter()
+    facts = {
+        "model": summary["model"],
+        "model type": model.model_name,
+        "model config": model.config.to_dict(),
+        "list": summary["list"],
+        "split": args.split,
+        "mixtures": len(rows),
+        "date": summary["date"],
+        "evaluated": f"in {seconds:.1f} s on {device}",
+    }
+    if left_out:
+        facts["not computed"] = f"{', '.join(left_out)} (pip install -e '.[eval]')"
+    with _writing(out_dir):
+        clips = write_report_rows(out_dir, rows, extremes.chosen(), args.n_examples, data.sample_rate)
+        page = report.write_eval_report(
+            out_dir,
+            [{**row, **detail} for row, detail in zip(rows, details)],
+            names=names,
+            facts=facts,
+            chosen=clips,
+            sample_rate=data.sample_rate,
+            title=f"{args.split}: {model_path.name} of {model_path.parent.parent.name or model_path.parent}",
+        )
+    print(f"report: {page} (written in {time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def level_difference(sources: torch.Tensor) -> float:
+    """dB between the loudest and the quietest source (NaN with a silent one).  Shape: sources (n_sources, time)."""
+    power = sources.double().square().mean(-1)  # (n_sources,)
+    if float(power.min()) <= 0:
+        return math.nan
+    return float(10 * torch.log10(power.max() / power.min()))
+
+
+def write_report_rows(
+    out_dir: Path, rows: list[dict], chosen: dict[int, tuple], n_examples: int, sample_rate: int
+) -> dict[int, list[report.Clip]]:
+    """The clips of the rows that get players: their WAVs are the example's (``examples/<id>/``) or written
+    to ``report/<id>/``, where their strips go; row folders of an earlier run are removed.
+
+    Shape: each of ``chosen`` holds mixture (time,), estimates (n_sources, time), references (n_sources, time).
+    """
+    clips = {}
+    for index, (mixture, estimates, references) in chosen.items():
+        name = _safe(rows[index]["id"])
+        signals = example_signals(mixture, estimates, references)
+        folder, assets = out_dir / "examples" / name, out_dir / "report" / name
+        if index >= n_examples:
+            folder = assets
+            remove_stale_temporaries(folder, quiet=True)
+            write_wavs({folder / f"{key}.wav": signal for key, signal in signals.items()}, sample_rate)
+        order = ["mixture"] + [f"s{k + 1}{end}" for k in range(len(references)) for end in ("_ref", "")]
+        clips[index] = [report.Clip(_label(key), folder / f"{key}.wav", assets / f"{key}.png", signals[key])
+                        for key in order]  # fmt: skip
+    report.remove_stale_rows(out_dir / "report", {_safe(rows[i]["id"]) for i in chosen})
+    return clips
+
+
+def _label(key: str) -> str:
+    """``mixture``, ``reference 1`` for ``s1_ref``, ``estimate 1`` for ``s1``."""
+    if key == "mixture":
+        return key
+    return f"reference {key[1:-4]}" if key.endswith("_ref") else f"estimate {key[1:]}"
 
 
 @contextlib.contextmanager
@@ -198,6 +282,18 @@ def write_example(
 
     Shape: mixture (time,), estimates (n_sources, time), references (n_sources, time).
     """
+    signals = example_signals(mixture, estimates, references)
+    write_wavs({folder / f"{name}.wav": signal for name, signal in signals.items()}, sample_rate)
+
+
+def example_signals(
+    mixture: torch.Tensor, estimates: torch.Tensor, references: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``{"mixture", "s1", "s1_ref", ...}``: estimate ``k`` matched to reference ``k`` by the permutation of the
+    best SI-SDR (as scored), all scaled by one gain so that none clips.
+
+    Shape: mixture (time,), estimates (n_sources, time), references (n_sources, time) -> each (time,).
+    """
     from ..losses import pit_si_sdr, reorder
 
     perm = pit_si_sdr(estimates[None].double(), references[None].double()).perm
@@ -208,7 +304,7 @@ def write_example(
     for k in range(len(references)):
         signals[f"s{k + 1}"] = ordered[k]
         signals[f"s{k + 1}_ref"] = references[k]
-    write_wavs({folder / f"{name}.wav": signal * gain for name, signal in signals.items()}, sample_rate)
+    return {name: signal * gain for name, signal in signals.items()}
 
 
 def _safe(name: str) -> str:

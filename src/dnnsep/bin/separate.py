@@ -15,6 +15,11 @@ are removed at the next start.  Existing outputs are not replaced without ``--ov
 ``--skip_existing`` leaves the inputs whose outputs all exist and separates the others.  In a
 directory, an input that fails (unreadable, too short, or the model's output is not finite) is
 reported on one line, the others are separated, and the exit status is 1.
+
+Unless ``--no_report``, each input's folder also gets ``mixture.wav`` (the input as the model heard
+it: mono, at its rate) and, with matplotlib, a spectrogram strip of it and of each estimate
+(``mixture.png``, ``estimated-<i>.png``); ``<out_dir>/report.html`` (:mod:`dnnsep.report`) has, for
+each input of the run (those skipped too), players for them, the model and the time taken.
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import report
 from ..audio import AUDIO_EXTENSIONS, read_audio, write_wavs
 from ..checkpoint import remove_stale_temporaries
 from ..cli import check_number, need_directory, os_error, printable, prog, run
 from ..device import select_device
 from ..errors import AudioError, DnnsepError
-from ..inference import non_finite_parameters, scale_estimates, separate_long
+from ..inference import non_finite_parameters, protect_from_clipping, scale_estimates, separate_long
 from ..pretrained import add_model_options, load_model
 
 MIN_SECONDS = 0.1  # shorter inputs are refused: too short to hold speech, or to separate meaningfully
@@ -70,6 +76,9 @@ def get_parser() -> argparse.ArgumentParser:
     existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     existing.add_argument(
         "--skip_existing", action="store_true", help="leave inputs whose outputs all exist; separate the others"
+    )
+    parser.add_argument(
+        "--no_report", action="store_true", help="write only the estimates: no report.html, mixture.wav or PNGs"
     )
     return parser
 
@@ -189,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = {path: output_paths(out_dir, name, n_sources) for path, name in inputs}
     check_targets(targets)
 
-    skipped = 0
+    skip: set[Path] = set()
     if not args.overwrite:
         existing = {path: [p for p in paths if p.exists()] for path, paths in targets.items()}
         done = [path for path, paths in targets.items() if len(existing[path]) == len(paths)]
@@ -201,8 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.skip_existing:
             skip = set(done)
-            inputs = [(path, name) for path, name in inputs if path not in skip]
-            skipped = len(skip)
         elif partial or done:
             clash = [p for found in existing.values() for p in found]
             verb = "exists" if len(clash) == 1 else "exist"
@@ -210,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{_list(clash)} already {verb}: pass --overwrite to replace them, "
                 "or --skip_existing to separate only the inputs without outputs"
             )
+    listed, inputs = inputs, [(path, name) for path, name in inputs if path not in skip]
+    skipped = len(skip)
     if skipped:
         print(f"skipping {skipped} input(s) whose outputs all exist in {out_dir} (--skip_existing)", file=sys.stderr)
     for folder in dict.fromkeys(paths[0].parent for path, paths in targets.items()):
@@ -217,24 +226,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     chunk_seconds = args.chunk_seconds or None
     single = not source.is_dir()
-    failed, separated, audio_seconds, start = [], 0, 0.0, time.perf_counter()
+    failed, separated, audio_seconds, start = {}, 0, 0.0, time.perf_counter()
+    items: dict[Path, report.Item] = {}
+    drawn = True
     fatal: DnnsepError | None = None
     bar = tqdm(inputs, desc="separating", unit="file", disable=single or not inputs, file=sys.stderr)
-    for path, _ in bar:
+    for path, name in bar:
         try:
-            audio_seconds += separate_one(model, model_path, path, targets[path], args, chunk_seconds, single)
+            began = time.perf_counter()
+            seconds, clips, ok = separate_one(model, model_path, path, targets[path], args, chunk_seconds, single)
+            audio_seconds += seconds
             separated += 1
+            if clips is not None:
+                facts = {
+                    "input": path,
+                    "length": f"{seconds:.1f} s",
+                    "separated in": f"{time.perf_counter() - began:.2f} s",
+                }
+                items[path], drawn = report.Item(name.as_posix(), facts, clips), drawn and ok
         except OSError as err:
             if err.errno in _FATAL_WRITE or single:  # the disk refuses: the other inputs would fail too
                 fatal = os_error(err, targets[path][0])
                 break
-            tqdm.write(f"error: {printable(os_error(err, targets[path][0]))}", file=sys.stderr)
-            failed.append(path)
+            failed[path] = str(os_error(err, targets[path][0]))
+            tqdm.write(f"error: {printable(failed[path])}", file=sys.stderr)
         except DnnsepError as err:
             if single:
                 raise
+            failed[path] = str(err)
             tqdm.write(f"error: {printable(err, limit=2000)}", file=sys.stderr)
-            failed.append(path)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -247,14 +267,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     if fatal is not None:
         raise fatal
+    if not args.no_report:
+        facts = {
+            "model": model_path,
+            "model type": model.model_name,
+            "inputs": ", ".join([f"{separated} separated", *counts]),
+            "time": f"{audio_seconds:.1f} s of audio in {elapsed:.1f} s on {device}",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        }
+        for path, name in listed:
+            if path in skip:
+                items[path] = earlier_item(name, path, targets[path])
+        try:
+            page = report.write_listen_report(
+                out_dir,
+                [items[path] for path, _ in listed if path in items],
+                title=f"Separated by {model_path.name}",
+                facts=facts,
+                failed={str(path): error for path, error in failed.items()},
+                drawn=drawn,
+            )
+        except OSError as err:
+            raise os_error(err, out_dir / report.PAGE) from None
+        print(f"report: {page}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} of {len(targets)} file(s) failed (see above)", file=sys.stderr)
         return 1
     return 0
 
 
-def separate_one(model, model_path: Path, path: Path, targets: list[Path], args, chunk_seconds, single: bool) -> float:
-    """Read, separate and write one input (all its estimates or none); returns its length in seconds.
+def separate_one(
+    model, model_path: Path, path: Path, targets: list[Path], args, chunk_seconds, single: bool
+) -> tuple[float, list[report.Clip] | None, bool]:
+    """Read, separate and write one input (all its estimates or none, with ``mixture.wav`` unless ``--no_report``),
+    then draw the strips; returns its length in seconds, its clips for the report (None with ``--no_report``)
+    and whether the strips were drawn (not without matplotlib).
 
     Raises a one-line :class:`DnnsepError` for this input's failures (the caller goes on to the next
     input), ``OSError`` when writing fails.
@@ -286,10 +333,32 @@ def separate_one(model, model_path: Path, path: Path, targets: list[Path], args,
             "the model is broken; use another --model"
         )
     estimates = scale_estimates(estimates, mixture)  # the unscaled array is freed here
-    write_wavs(dict(zip(targets, estimates)), model.sample_rate)
+    files = dict(zip(targets, estimates))
+    folder, seconds = targets[0].parent, len(mixture) / model.sample_rate
+    if not args.no_report:  # after the estimates, which are written in the same order as without it
+        files[folder / "mixture.wav"] = protect_from_clipping(mixture, peak=0.99)[0]
+    write_wavs(files, model.sample_rate)
     if single:
         print("\n".join(str(p) for p in targets))
-    return len(mixture) / model.sample_rate
+    if args.no_report:
+        return seconds, None, False
+    clips = [report.Clip(_label(wav), wav, wav.with_suffix(".png"), audio) for wav, audio in files.items()]
+    clips.insert(0, clips.pop())  # the mixture first
+    drawn = report.draw_strips(clips, model.sample_rate)
+    return seconds, [clip._replace(audio=None, png=clip.png if drawn else None) for clip in clips], drawn
+
+
+def earlier_item(name: Path, path: Path, targets: list[Path]) -> report.Item:
+    """The report item of an input skipped by ``--skip_existing``: its files of an earlier run, as they are."""
+    wavs = [p for p in [targets[0].parent / "mixture.wav", *targets] if p.is_file()]
+    clips = [report.Clip(_label(wav), wav, wav.with_suffix(".png") if wav.with_suffix(".png").is_file() else None)
+             for wav in wavs]  # fmt: skip
+    return report.Item(name.as_posix(), {"input": path, "separated": "by an earlier run (--skip_existing)"}, clips)
+
+
+def _label(wav: Path) -> str:
+    """``input`` for ``mixture.wav``, ``estimated voice <i>`` for ``estimated-<i>.wav``."""
+    return "input" if wav.stem == "mixture" else wav.stem.replace("estimated-", "estimated voice ")
 
 
 if __name__ == "__main__":

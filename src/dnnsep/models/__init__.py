@@ -2,7 +2,9 @@
 
 Every model is an encoder -> masker -> decoder :class:`~dnnsep.models.base.MaskingModel` with a
 config dataclass; tools never name a class: :func:`get` returns one by name and :func:`load`
-rebuilds whichever model a checkpoint holds.
+rebuilds whichever model a checkpoint holds: dnnsep's own, or a separator asteroid published
+(``pytorch_model.bin``, or a folder holding one), converted by :mod:`.asteroid_format`.  The
+model's ``provenance`` says which (``{"format": "dnnsep"}``, or asteroid's version, model, licence).
 
 >>> get("dprnn_tasnet") is DPRNNTasNet, get("DPRNNTasNet") is DPRNNTasNet
 (True, True)
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import hub
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DnnsepError
+from . import asteroid_format
 from .base import MaskingModel, ModelConfig
 from .conv_tasnet import ConvTasNet, ConvTasNetConfig
 from .dprnn_tasnet import DPRNNConfig, DPRNNTasNet
@@ -53,7 +58,11 @@ def get(name: str) -> type[MaskingModel]:
 
 
 def from_checkpoint_dict(ckpt: dict[str, Any], *, source: str = "checkpoint") -> MaskingModel:
-    """Rebuild whichever registered model an already loaded checkpoint dict holds."""
+    """Rebuild whichever registered model an already loaded checkpoint dict holds (dnnsep's or asteroid's)."""
+    if asteroid_format.is_asteroid(ckpt):
+        model = from_checkpoint_dict(asteroid_format.to_dnnsep(ckpt, source=source), source=source)
+        model.provenance = asteroid_format.provenance(ckpt)
+        return model
     name = ckpt.get("model_name")
     if not isinstance(name, str) or _key(name) not in _REGISTRY:
         what = "no dnnsep model" if name is None else f"an unknown model {str(name)[:80]!r}"
@@ -61,8 +70,29 @@ def from_checkpoint_dict(ckpt: dict[str, Any], *, source: str = "checkpoint") ->
     return _REGISTRY[_key(name)].from_checkpoint_dict(ckpt, source=source)
 
 
+def model_file(path: str | os.PathLike) -> Path:
+    """The checkpoint ``path`` names: the file itself, a folder's ``pytorch_model.bin`` (a published
+    model), or, for ``hf:OWNER/NAME[@REVISION]``, that repository's, downloaded (:mod:`dnnsep.hub`)."""
+    if hub.is_reference(path):
+        return hub.download(path)
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / asteroid_format.FILE_NAME).is_file():
+        raise CheckpointError(
+            f"{path}: is a directory without {asteroid_format.FILE_NAME} (a published model's weights); "
+            "pass a checkpoint file"
+        )
+    return path / asteroid_format.FILE_NAME
+
+
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MaskingModel:
-    """Rebuild whichever registered model the checkpoint at ``path`` holds (``weights_only=True``)."""
+    """Rebuild whichever registered model the checkpoint at ``path`` holds (``weights_only=True``).
+
+    ``path``: a dnnsep checkpoint, asteroid's ``pytorch_model.bin``, a folder holding one, or
+    ``hf:OWNER/NAME[@REVISION]`` (a repository on the Hugging Face Hub holding one).
+    """
+    path = model_file(path)
     return from_checkpoint_dict(load_checkpoint(path, map_location=map_location), source=str(path))
 
 
@@ -79,6 +109,7 @@ __all__ = [
     "from_checkpoint_dict",
     "get",
     "load",
+    "model_file",
     "names",
     "register",
 ]

@@ -3,7 +3,8 @@
 A model file holds a config dataclass (a :class:`ModelConfig`) and a :class:`MaskingModel` subclass
 that builds its own masker (``make_separator``); everything else lives here:
 
-- the forward wiring: pad, encode, estimate one mask per source, apply, decode, crop to the input;
+- the forward wiring: pad, encode, estimate one mask per source, apply, decode, crop to the input
+  (or, with ``signal_padding='none'``, asteroid's: encode the input as it is, pad the end with zeros);
 - :meth:`MaskingModel.separate` for numpy arrays or tensors;
 - checkpoints ``{model_name, model_args, state_dict}`` of plain values, which load under
   ``torch.load(..., weights_only=True)``, with the config's sizes checked against the weights'
@@ -21,11 +22,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError
-from .filterbanks import ENCODER_ACTIVATIONS, Decoder, Encoder, pad_signal
+from .filterbanks import ENCODER_ACTIVATIONS, SIGNAL_PADDINGS, Decoder, Encoder, pad_signal
 
 # Options the data decide, not the model's section of the config: the trainer passes them in.
 DATA_OPTIONS = ("n_sources", "sample_rate")
@@ -48,7 +50,7 @@ class ModelConfig:
     A subclass declares its options as dataclass fields (with a ``#`` comment each) and implements
     :meth:`validate` and :meth:`dir_names`.  Shared options every masking model has: ``n_filters``,
     ``kernel_size``, ``stride``, ``n_sources``, ``mask``, ``causal``, ``encoder_activation``,
-    ``sample_rate``.
+    ``signal_padding``, ``sample_rate``.
     """
 
     def _resolve(self, **defaults: Any) -> None:
@@ -84,9 +86,19 @@ class ModelConfig:
                     self.encoder_activation in ENCODER_ACTIVATIONS,
                     f"must be one of {ENCODER_ACTIVATIONS}",
                 ),
+                ("signal_padding", self.signal_padding in SIGNAL_PADDINGS, f"must be one of {SIGNAL_PADDINGS}"),
+                (
+                    "signal_padding",
+                    not (self.causal and self.signal_padding == "none"),
+                    "a causal model streams with 'overlap' padding (its first samples covered by every window)",
+                ),
                 ("sample_rate", self.sample_rate >= 1, "must be positive"),
             ]
         )
+
+    def _padding_name(self) -> str:
+        """The directory-name part of ``signal_padding``: nothing for the default, so older names stay."""
+        return "" if self.signal_padding == "overlap" else "_unpadded"
 
     @classmethod
     def options(cls) -> list[str]:
@@ -136,6 +148,11 @@ class ModelConfig:
         """Samples of look-ahead of a causal model (the model's file says what it is)."""
         raise NotImplementedError
 
+    @property
+    def blocks(self) -> int:
+        """How many blocks the masker repeats: a checkpoint's weights must hold at least one tensor each."""
+        raise NotImplementedError
+
 
 class MaskingModel(nn.Module):
     """Encoder -> masker (``self.separator``) -> masks applied -> decoder, cropped to the input length.
@@ -144,7 +161,8 @@ class MaskingModel(nn.Module):
     mapping the encoder's output ``(batch, n_filters, frames)`` to masks
     ``(batch, n_sources, n_filters, frames)``.
 
-    Shape: mixture (batch, time) -> estimated sources (batch, n_sources, time), for any time >= 1.
+    Shape: mixture (batch, time) -> estimated sources (batch, n_sources, time), for any time >= 1
+    (``time >= kernel_size`` with ``signal_padding='none'``).
     """
 
     model_name: ClassVar[str]  # how checkpoints name the class: ``DPRNNTasNet``
@@ -164,6 +182,7 @@ class MaskingModel(nn.Module):
         )
         self.separator = self.make_separator(config)
         self.decoder = Decoder(n_filters=config.n_filters, kernel_size=config.kernel_size, stride=config.stride)
+        self.provenance = {"format": "dnnsep"}  # where its weights come from; the registry fills it in on load
 
     def make_separator(self, config: ModelConfig) -> nn.Module:
         raise NotImplementedError
@@ -181,14 +200,21 @@ class MaskingModel(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        if mixture.dim() != 2 or mixture.shape[-1] < 1:
-            raise ValueError(f"mixture must be (batch, time) with time >= 1, got shape {tuple(mixture.shape)}")
+        unpadded = self.config.signal_padding == "none"
+        shortest = self.config.kernel_size if unpadded else 1
+        if mixture.dim() != 2 or mixture.shape[-1] < shortest:
+            raise ValueError(f"mixture must be (batch, time) with time >= {shortest}, got shape {tuple(mixture.shape)}")
         batch, time = mixture.shape
-        padded, front = pad_signal(mixture, kernel_size=self.config.kernel_size, stride=self.config.stride)
+        if unpadded:  # asteroid's: the input as it is, the samples after the last full window left out
+            padded, front = mixture, 0
+        else:
+            padded, front = pad_signal(mixture, kernel_size=self.config.kernel_size, stride=self.config.stride)
         w = self.encoder(padded)  # (batch, n_filters, frames)
         masks = self.separator(w)  # (batch, n_sources, n_filters, frames)
         masked = (masks * w.unsqueeze(1)).flatten(0, 1)  # (batch * n_sources, n_filters, frames)
-        out = self.decoder(masked)  # (batch * n_sources, padded time)
+        out = self.decoder(masked)  # (batch * n_sources, padded time), or at most time when unpadded
+        if unpadded:
+            out = F.pad(out, (0, time - out.shape[-1]))  # zeros after the last full window
         return out[:, front : front + time].reshape(batch, self.config.n_sources, time)
 
     def separate(self, mixture: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -229,7 +255,8 @@ class MaskingModel(nn.Module):
         """Rebuild from an already loaded checkpoint dict; errors name ``source``.
 
         The config's sizes are checked against the weights' shapes on the ``meta`` device first, so a
-        small file whose config asks for a huge model is refused without allocating it.
+        small file whose config asks for a huge model is refused without allocating it (and, before
+        that, its block count against the number of tensors, so that not even the meta model is huge).
         """
         name = ckpt.get("model_name")
         if name != cls.model_name or not isinstance(ckpt.get("model_args"), dict) or "state_dict" not in ckpt:
@@ -241,6 +268,11 @@ class MaskingModel(nn.Module):
             config = cls.config_class.from_dict(ckpt["model_args"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model config: {_printable(err)}") from None
+        if config.blocks > len(ckpt["state_dict"]):
+            raise CheckpointError(
+                f"{source}: weights do not match its config ({config.blocks} blocks, "
+                f"{len(ckpt['state_dict'])} tensors in all)"
+            )
         expected = _meta_shapes(cls, config)
         problems = state_dict_mismatch(expected, ckpt["state_dict"])
         if problems:

@@ -47,6 +47,7 @@ class ConvTasNetConfig(ModelConfig):
     norm: str | None = None  # gln | cln (null: gln, or cln when causal)
     causal: bool = False  # convolutions padded on the left only, cumulative norm
     encoder_activation: str = "relu"  # relu | linear
+    signal_padding: str = "overlap"  # overlap: every sample under as many windows | none: asteroid's (see base.py)
     sample_rate: int = 16000
 
     def __post_init__(self) -> None:
@@ -76,9 +77,14 @@ class ConvTasNetConfig(ModelConfig):
         )
         causal = "causal" if self.causal else "noncausal"
         options = (
-            f"S{self.stride}_Sc{self.skip_channels}_{self.mask}_{self.norm}_{causal}_sr{self.sample_rate / 1000:g}k"
+            f"S{self.stride}_Sc{self.skip_channels}_{self.mask}_{self.norm}_{causal}{self._padding_name()}"
+            f"_sr{self.sample_rate / 1000:g}k"
         )
         return dims, options
+
+    @property
+    def blocks(self) -> int:
+        return self.n_layers * self.n_repeats
 
     @property
     def latency(self) -> int:

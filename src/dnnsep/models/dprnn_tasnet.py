@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .base import MaskingModel, ModelConfig
-from .dual_path import MASKS, DualPathSeparator
+from .dual_path import CHUNK_PADDINGS, HEADS, MASKS, DualPathSeparator
 from .norms import NORMS
 
 
@@ -43,6 +43,9 @@ class DPRNNConfig(ModelConfig):
     norm: str | None = None  # gln | cln (null: gln, or cln when causal)
     causal: bool = False  # unidirectional inter-chunk LSTM and cumulative norm
     encoder_activation: str = "relu"  # relu | linear
+    signal_padding: str = "overlap"  # overlap: every sample under as many windows | none: asteroid's (see base.py)
+    chunk_padding: str = "overlap"  # zero frames at each end: overlap: K - P | chunk: K (asteroid's)
+    head: str = "linear"  # linear: PReLU, linear | gated: asteroid's (PReLU, linear, tanh x sigmoid gate, linear)
     sample_rate: int = 16000
 
     def __post_init__(self) -> None:
@@ -68,6 +71,8 @@ class DPRNNConfig(ModelConfig):
                 ),
                 ("n_blocks", self.n_blocks >= 1, "must be at least 1"),
                 ("mask", self.mask in MASKS, f"must be one of {MASKS}"),
+                ("chunk_padding", self.chunk_padding in CHUNK_PADDINGS, f"must be one of {CHUNK_PADDINGS}"),
+                ("head", self.head in HEADS, f"must be one of {HEADS}"),
                 ("norm", self.norm in NORMS, f"must be one of {NORMS}"),
                 ("norm", not (self.causal and self.norm == "gln"), "'gln' looks ahead; a causal model needs 'cln'"),
             ]
@@ -78,8 +83,14 @@ class DPRNNConfig(ModelConfig):
         dims += f"_K{self.chunk_size}_P{self.hop_size}_B{self.n_blocks}"
         causal = "causal" if self.causal else "noncausal"
         options = f"S{self.stride}_F{self.bottleneck}_{self.mask}_{self.norm}_{causal}"
+        options += self._padding_name() + ("_chunkpad" if self.chunk_padding == "chunk" else "")
+        options += f"_{self.head}head" if self.head != "linear" else ""
         options += f"_sr{self.sample_rate / 1000:g}k"
         return dims, options
+
+    @property
+    def blocks(self) -> int:
+        return self.n_blocks
 
     @property
     def latency(self) -> int:
@@ -109,4 +120,6 @@ class DPRNNTasNet(MaskingModel):
             mask=config.mask,
             norm=config.norm,
             causal=config.causal,
+            chunk_padding=config.chunk_padding,
+            head=config.head,
         )

@@ -17,6 +17,11 @@ residual sums act on the last axis in either layout.
 torch.Size([100, 6, 2, 16])
 >>> torch.equal(overlap_add(chunks, frames=250, hop_size=50), 2 * x)  # each frame lies in 2 chunks
 True
+>>> segment(x, chunk_size=100, hop_size=50, padding="chunk").shape  # asteroid's: 100 frames at each end
+torch.Size([100, 8, 2, 16])
+>>> torch.equal(overlap_add(segment(x, chunk_size=100, hop_size=50, padding="chunk"), frames=250, hop_size=50,
+...                         padding="chunk"), 2 * x)
+True
 >>> sep = DualPathSeparator(in_channels=16, bottleneck=8, hidden=12, chunk_size=10, hop_size=5,
 ...                         n_blocks=2, n_sources=3, mask="softmax", norm="gln", causal=False)
 >>> masks = sep(torch.rand(2, 16, 250))  # (batch, in_channels, frames)
@@ -36,24 +41,37 @@ from .base import MASKS, masks_from_scores
 from .lstm import rnn_projection
 from .norms import make_norm
 
+CHUNK_PADDINGS = ("overlap", "chunk")  # zero frames at each end: chunk_size - hop_size | chunk_size (asteroid's)
+HEADS = ("linear", "gated")  # the masker's output layers (see DualPathSeparator)
 
-def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int) -> torch.Tensor:
+
+def chunk_edge(*, chunk_size: int, hop_size: int, padding: str = "overlap") -> int:
+    """The zero frames :func:`segment` puts in front: ``chunk_size - hop_size``, or ``chunk_size`` (``'chunk'``)."""
+    if padding not in CHUNK_PADDINGS:
+        raise ValueError(f"chunk padding must be one of {CHUNK_PADDINGS}, got {padding!r}")
+    return chunk_size if padding == "chunk" else chunk_size - hop_size
+
+
+def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int, padding: str = "overlap") -> torch.Tensor:
     """Cut a sequence into chunks of ``chunk_size`` frames every ``hop_size`` frames.
 
-    Both ends are padded with ``chunk_size - hop_size`` zero frames (the back a little more to fill
-    the last chunk), so with ``hop_size`` dividing ``chunk_size`` every frame lies in exactly
-    ``chunk_size // hop_size`` chunks.
+    ``padding='overlap'``: both ends are padded with ``chunk_size - hop_size`` zero frames (the back
+    a little more to fill the last chunk).  ``'chunk'`` (asteroid's ``unfold``): both ends with
+    ``chunk_size`` zero frames, the back less what would start a chunk it cannot fill; so the
+    first chunk, and often the last, hold padding only.  Either way, with ``hop_size`` dividing
+    ``chunk_size`` every frame lies in exactly ``chunk_size // hop_size`` chunks.
 
     Shape: x: (frames, batch, channels) -> (chunk_size, chunks, batch, channels), contiguous.
     """
-    edge = chunk_size - hop_size
+    edge = chunk_edge(chunk_size=chunk_size, hop_size=hop_size, padding=padding)
     rest = (x.shape[0] + 2 * edge - chunk_size) % hop_size
-    x = F.pad(x, (0, 0, 0, 0, edge, edge + (hop_size - rest) % hop_size))  # pad the frame axis
+    back = edge - rest if padding == "chunk" else edge + (hop_size - rest) % hop_size
+    x = F.pad(x, (0, 0, 0, 0, edge, back))  # pad the frame axis
     chunks = x.unfold(0, chunk_size, hop_size)  # (chunks, batch, channels, chunk_size), a view
     return chunks.permute(3, 0, 1, 2).contiguous()
 
 
-def overlap_add(chunks: torch.Tensor, *, frames: int, hop_size: int) -> torch.Tensor:
+def overlap_add(chunks: torch.Tensor, *, frames: int, hop_size: int, padding: str = "overlap") -> torch.Tensor:
     """Sum overlapping chunks back into a sequence and drop the padding added by :func:`segment`.
 
     Vectorised over chunks: with ``chunk_size = r * hop_size``, the j-th hop-long piece of every chunk
@@ -67,7 +85,7 @@ def overlap_add(chunks: torch.Tensor, *, frames: int, hop_size: int) -> torch.Te
     out = chunks.new_zeros(n_chunks + pieces - 1, hop_size, batch, channels)  # (hops, hop_size, batch, channels)
     for j in range(pieces):
         out[j : j + n_chunks] += parts[j].transpose(0, 1)  # (chunks, hop_size, batch, channels)
-    edge = chunk_size - hop_size
+    edge = chunk_edge(chunk_size=chunk_size, hop_size=hop_size, padding=padding)
     return out.view(-1, batch, channels)[edge : edge + frames]
 
 
@@ -142,7 +160,13 @@ def _add_norm_swapped(x: torch.Tensor, norm: nn.Module, y: torch.Tensor, *, batc
 
 
 class DualPathSeparator(nn.Module):
-    """Norm, bottleneck, chunking, dual-path blocks, overlap-add, PReLU and one mask per source.
+    """Norm, bottleneck, chunking, dual-path blocks, overlap-add, then the head: one mask per source.
+
+    ``head='linear'``: PReLU and one linear layer to ``n_sources * in_channels`` scores.  ``'gated'``
+    (asteroid's): PReLU on the chunks, a linear layer to ``n_sources * bottleneck`` channels (asteroid
+    runs this 1x1 conv before the overlap-add; here it runs after it, its bias counted once per chunk
+    that holds the frame), then per source ``tanh(gate_out(y)) * sigmoid(gate(y))`` and a linear
+    layer without bias to ``in_channels`` scores.
 
     Shape: (batch, in_channels, frames) -> masks (batch, n_sources, in_channels, frames).
     """
@@ -160,27 +184,47 @@ class DualPathSeparator(nn.Module):
         mask: str,
         norm: str,
         causal: bool,
+        chunk_padding: str = "overlap",
+        head: str = "linear",
     ):
         super().__init__()
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        self.chunk_size, self.hop_size = chunk_size, hop_size
-        self.n_sources, self.mask = n_sources, mask
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        chunk_edge(chunk_size=chunk_size, hop_size=hop_size, padding=chunk_padding)  # checks chunk_padding
+        self.chunk_size, self.hop_size, self.chunk_padding = chunk_size, hop_size, chunk_padding
+        self.n_sources, self.mask, self.head = n_sources, mask, head
         self.in_norm = make_norm(norm, in_channels)
         self.bottleneck = nn.Linear(in_channels, bottleneck)  # a 1x1 conv on channel-last input
         self.blocks = nn.ModuleList(
             DualPathBlock(channels=bottleneck, hidden=hidden, norm=norm, causal=causal) for _ in range(n_blocks)
         )
         self.out_act = nn.PReLU()
-        self.mask_conv = nn.Linear(bottleneck, n_sources * in_channels)  # a 1x1 conv again
+        if head == "linear":
+            self.mask_conv = nn.Linear(bottleneck, n_sources * in_channels)  # a 1x1 conv again
+        else:
+            self.mask_conv = nn.Linear(bottleneck, n_sources * bottleneck)
+            self.gate_out = nn.Linear(bottleneck, bottleneck)  # then tanh
+            self.gate = nn.Linear(bottleneck, bottleneck)  # then sigmoid
+            self.mask_out = nn.Linear(bottleneck, in_channels, bias=False)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         batch, channels, frames = w.shape
+        chunking = dict(hop_size=self.hop_size, padding=self.chunk_padding)
         x = self.in_norm(w.permute(2, 0, 1), batch_dim=1, time_dim=0)  # (frames, batch, in_channels)
-        x = segment(self.bottleneck(x), chunk_size=self.chunk_size, hop_size=self.hop_size)
+        x = segment(self.bottleneck(x), chunk_size=self.chunk_size, **chunking)
         for block in self.blocks:
             x = block(x)  # (chunk_size, chunks, batch, bottleneck)
-        x = overlap_add(x, frames=frames, hop_size=self.hop_size)  # (frames, batch, bottleneck)
-        m = self.mask_conv(self.out_act(x))  # (frames, batch, n_sources * in_channels)
-        m = m.view(frames, batch, self.n_sources, channels).permute(1, 2, 3, 0)  # (batch, n_sources, channels, frames)
+        if self.head == "linear":
+            x = overlap_add(x, frames=frames, **chunking)  # (frames, batch, bottleneck)
+            m = self.mask_conv(self.out_act(x))  # (frames, batch, n_sources * in_channels)
+            m = m.view(frames, batch, self.n_sources, channels)
+        else:
+            x = overlap_add(self.out_act(x), frames=frames, **chunking)  # (frames, batch, bottleneck)
+            per_frame = self.chunk_size // self.hop_size  # chunks holding each frame: the bias counts that often
+            y = F.linear(x, self.mask_conv.weight, self.mask_conv.bias * per_frame)  # (frames, batch, n_sources * F)
+            y = y.view(frames, batch, self.n_sources, -1)  # (frames, batch, n_sources, bottleneck)
+            m = self.mask_out(torch.tanh(self.gate_out(y)) * torch.sigmoid(self.gate(y)))  # (..., n_sources, channels)
+        m = m.permute(1, 2, 3, 0)  # (batch, n_sources, channels, frames)
         return masks_from_scores(m, self.mask)

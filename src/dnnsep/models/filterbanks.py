@@ -3,7 +3,8 @@
 The encoder is a strided 1-D convolution from the waveform to ``n_filters`` channels, the decoder
 its transposed counterpart.  :func:`pad_signal` pads any input of at least one sample so that every
 sample is covered by the same number of windows; the model crops the decoder output back to the
-input length.
+input length.  (A model with ``signal_padding='none'``, asteroid's way, encodes the input as it is
+and pads the decoder output with zeros at the end to the input length: see :mod:`.base`.)
 
 >>> import torch
 >>> enc, dec = Encoder(n_filters=64, kernel_size=16, stride=8), Decoder(n_filters=64, kernel_size=16, stride=8)
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ENCODER_ACTIVATIONS = ("relu", "linear")
+SIGNAL_PADDINGS = ("overlap", "none")  # pad_signal's padding | none (asteroid's: the input as it is)
 
 
 def pad_signal(x: torch.Tensor, *, kernel_size: int, stride: int) -> tuple[torch.Tensor, int]:

@@ -115,6 +115,8 @@ class DualPathStream:
     @staticmethod
     def not_causal(separator: DualPathSeparator) -> str | None:
         """Why this masker looks ahead (so cannot stream), or None."""
+        if separator.chunk_padding != "overlap" or separator.head != "linear":
+            return "only chunk_padding 'overlap' and head 'linear' stream"
         if any(block.inter.rnn_reverse is not None for block in separator.blocks):
             return "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"
         norms = [separator.in_norm] + [n for b in separator.blocks for n in (b.intra_norm, b.inter_norm)]

@@ -71,15 +71,16 @@ class GlobalLayerNorm(_ChannelLastNorm):
     """
 
     def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = [d for d in range(x.dim()) if d != batch_dim]
-        # sums, not torch.var_mean: its Welford pass is several times slower on CPU
-        mean = x.mean(dims, keepdim=True)
-        if x.shape[batch_dim] == 1 or batch_dim == 0:  # a norm needs no copy of x (see bench/README.md)
-            count = x.numel() // x.shape[batch_dim]
-            mean_square = torch.linalg.vector_norm(x, 2, dims, keepdim=True).square() / count
-        else:  # a reduction that keeps a middle axis is slow for the norm, fast for x * x
-            mean_square = (x * x).mean(dims, keepdim=True)
-        return mean, mean_square.sub_(mean * mean).clamp_min_(0)
+        if x.shape[batch_dim] == 1 or batch_dim == 0:
+            return _batch_first_moments(x, batch_dim)
+        # a reduction that keeps a middle axis adds up one element after another (slow, and its
+        # rounding grows with the count): reduce a batch-first copy instead.  Means, not a norm over a
+        # count of elements: torch.export fixed that count to the example's here (ONNX export)
+        xb = x.movedim(batch_dim, 0).contiguous()  # (batch, ...)
+        dims = list(range(1, x.dim()))
+        mean = xb.mean(dims, keepdim=True)
+        var = (xb * xb).mean(dims, keepdim=True).sub_(mean * mean).clamp_min_(0)
+        return mean.movedim(0, batch_dim), var.movedim(0, batch_dim)
 
 
 class CumulativeLayerNorm(_ChannelLastNorm):
@@ -98,6 +99,17 @@ class CumulativeLayerNorm(_ChannelLastNorm):
         mean = x.sum(dims, keepdim=True).cumsum(time_dim) / count  # 1 on every axis but batch and time
         var = (x.pow(2).sum(dims, keepdim=True).cumsum(time_dim) / count - mean.pow(2)).clamp_min(0)
         return mean, var
+
+
+def _batch_first_moments(x: torch.Tensor, batch_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """gLN's mean and variance of ``x`` whose batch axis is first (or of size 1), without a copy of ``x``.
+
+    Sums, not torch.var_mean: its Welford pass is several times slower on CPU (see bench/README.md).
+    """
+    dims = [d for d in range(x.dim()) if d != batch_dim]
+    mean = x.mean(dims, keepdim=True)
+    mean_square = torch.linalg.vector_norm(x, 2, dims, keepdim=True).square() / (x.numel() // x.shape[batch_dim])
+    return mean, mean_square.sub_(mean * mean).clamp_min_(0)
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
