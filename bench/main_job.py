@@ -75,7 +75,7 @@ def cpu() -> dict:
 
 def run_job(seed: int, out: Path, env: dict, extra: list[str]) -> dict:
     """One whole job; its figures from what it wrote."""
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     done = subprocess.run(
         ["bash", str(ROOT / "utils" / "run_main_job.sh"), "--seed", str(seed), "--out_dir", str(out), *extra],
         capture_output=True,
@@ -98,6 +98,7 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str]) -> dict:
         "seed": seed,
         "experiment": str(exp.relative_to(out)),
         "total_s": round(total, 1),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before and after: 2 = busy
         "epochs": len(rows),
         "epoch_s": {"median": round(statistics.median(seconds), 2), "min": min(seconds), "max": max(seconds)}
         if seconds

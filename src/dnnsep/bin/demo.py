@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({level:.0f} dBFS, below {args.silence_dbfs:g} dBFS): check that the microphone is on and "
             f"not muted; {MIC_HELP}"
         )
-    if rec_rate != rate:
+    recording = mixture
+    if rec_rate != rate:  # the model runs at its rate; the files are at the recording's (said below)
         mixture = protect_from_clipping(resample(mixture, rec_rate, rate), peak=32767 / 32768)[0]
 
     start = time.perf_counter()
@@ -123,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     estimates = scale_estimates(estimates, mixture)  # (n_sources, time)
+    if rec_rate != rate:  # back to the recording's rate and length
+        estimates = protect_from_clipping(resample(estimates, rate, rec_rate)[:, : len(recording)], peak=0.99)[0]
+        print(f"note: recorded at {rec_rate} Hz, separated at the model's {rate} Hz; files at {rec_rate} Hz",
+              file=sys.stderr)  # fmt: skip
+    mixture, rate = recording, rec_rate
 
     files = {out_dir / "mixture.wav": mixture}
     files.update({out_dir / f"estimated-{i}.wav": est for i, est in enumerate(estimates)})

@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         **{k: v for k, v in (("content_seed", args.content_seed), ("only", args.only)) if v is not None},
     )
-    n = len(args.subsets) * args.n_speakers * args.utts_per_speaker
+    written = len(args.only) if args.only else len(args.subsets)
+    n = written * args.n_speakers * args.utts_per_speaker
     if made.engine == "espeak":
         print(f"synthesised with espeak-ng: {made.voices} voices, none in two subsets, {n} utterances")
     else:

@@ -1,12 +1,13 @@
 """Separate the voices in audio files:  python -m dnnsep.bin.separate INPUT [--model PATH] [--out_dir DIR]
 
 INPUT is an audio file or a directory (searched recursively for audio files, with a progress bar).
-Any sample rate (resampled to the model's), any channel count (downmixed, with a note), 16/24/32-bit,
-float, FLAC, OGG...  For ``<input>/a/b.flac`` it writes ``<out_dir>/a/b/estimated-0.wav``,
-``estimated-1.wav``, ... (16-bit PCM at the model's rate, each estimate at its level in the
-mixture, none clipping).  Inputs whose names differ only in extension or case (``b.wav`` and
-``b.flac``, ``B.wav`` and ``B.WAV``) keep their extension in the output folder's name (``b.wav/``,
-``b.flac/``), so no two inputs share one, even on a case-insensitive disk (see :func:`output_names`).
+Any sample rate (resampled to the model's, and the estimates back, with a note), any channel count
+(downmixed, with a note), 16/24/32-bit, float, FLAC, OGG...  For ``<input>/a/b.flac`` it writes
+``<out_dir>/a/b/estimated-0.wav``, ``estimated-1.wav``, ... (16-bit PCM at the input's rate and
+length, each estimate at its level in the mixture, none clipping).  Inputs whose names differ only in
+extension or case (``b.wav`` and ``b.flac``, ``B.wav`` and ``B.WAV``) keep their extension in the output
+folder's name (``b.wav/``, ``b.flac/``), so no two inputs share one, even on a case-insensitive disk (see
+:func:`output_names`).
 
 Long files are separated in overlapping chunks with bounded memory (``--chunk_seconds``,
 ``--overlap``; see :mod:`dnnsep.inference`).  The estimates of one input are written all or
@@ -16,8 +17,8 @@ are removed at the next start.  Existing outputs are not replaced without ``--ov
 directory, an input that fails (unreadable, too short, or the model's output is not finite) is
 reported on one line, the others are separated, and the exit status is 1.
 
-Unless ``--no_report``, each input's folder also gets ``mixture.wav`` (the input as the model heard
-it: mono, at its rate) and, with matplotlib, a spectrogram strip of it and of each estimate
+Unless ``--no_report``, each input's folder also gets ``mixture.wav`` (the input, mono, at its
+rate) and, with matplotlib, a spectrogram strip of it and of each estimate
 (``mixture.png``, ``estimated-<i>.png``); ``<out_dir>/report.html`` (:mod:`dnnsep.report`) has, for
 each input of the run (those skipped too), players for them, the model and the time taken.
 """
@@ -39,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from .. import report
-from ..audio import AUDIO_EXTENSIONS, read_audio, write_wavs
+from ..audio import AUDIO_EXTENSIONS, read_audio, resample, write_wavs
 from ..checkpoint import remove_stale_temporaries
 from ..cli import check_number, need_directory, os_error, printable, prog, run
 from ..device import select_device
@@ -308,9 +309,14 @@ def separate_one(
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mixture, _ = read_audio(path, sample_rate=model.sample_rate, min_seconds=MIN_SECONDS)
+        original, input_rate = read_audio(path, min_seconds=MIN_SECONDS)
     for warning in caught:
         tqdm.write(f"note: {printable(warning.message)}", file=sys.stderr)
+    rate = model.sample_rate  # the model runs at its own rate; the outputs are at the input's
+    mixture = original if input_rate == rate else resample(original, input_rate, rate)
+    if input_rate != rate:
+        tqdm.write(f"note: {printable(path)}: {input_rate} Hz resampled to the model's {rate} Hz; outputs at "
+                   f"{input_rate} Hz", file=sys.stderr)  # fmt: skip
     try:
         estimates = separate_long(
             model,
@@ -333,18 +339,21 @@ def separate_one(
             "the model is broken; use another --model"
         )
     estimates = scale_estimates(estimates, mixture)  # the unscaled array is freed here
+    if input_rate != rate:  # back to the input's rate and length
+        estimates = resample(estimates, rate, input_rate)[:, : len(original)]
+        estimates = protect_from_clipping(estimates, peak=0.99)[0]  # the resampler's ripple stays below full scale
     files = dict(zip(targets, estimates))
-    folder, seconds = targets[0].parent, len(mixture) / model.sample_rate
+    folder, seconds = targets[0].parent, len(original) / input_rate
     if not args.no_report:  # after the estimates, which are written in the same order as without it
-        files[folder / "mixture.wav"] = protect_from_clipping(mixture, peak=0.99)[0]
-    write_wavs(files, model.sample_rate)
+        files[folder / "mixture.wav"] = protect_from_clipping(original, peak=0.99)[0]
+    write_wavs(files, input_rate)
     if single:
         print("\n".join(str(p) for p in targets))
     if args.no_report:
         return seconds, None, False
     clips = [report.Clip(_label(wav), wav, wav.with_suffix(".png"), audio) for wav, audio in files.items()]
     clips.insert(0, clips.pop())  # the mixture first
-    drawn = report.draw_strips(clips, model.sample_rate)
+    drawn = report.draw_strips(clips, input_rate)
     return seconds, [clip._replace(audio=None, png=clip.png if drawn else None) for clip in clips], drawn
 
 

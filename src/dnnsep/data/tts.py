@@ -424,4 +424,4 @@ def make_offline_corpus(
         raise DnnsepError("content_seed and only need the espeak-ng engine")
     else:
         path = synthetic.make_corpus(root, **sizes)
-    return OfflineCorpus(path=path, engine=engine, voices=len(subsets) * n_speakers)
+    return OfflineCorpus(path=path, engine=engine, voices=len(only or subsets) * n_speakers)
