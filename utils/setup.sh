@@ -115,7 +115,7 @@ fi
 
 target=$root modules="dnnsep torch numpy soundfile yaml tqdm"
 if [ "$what" = test ]; then
-  target="${root}[dev]" modules="$modules pyaudio pytest ruff matplotlib onnxruntime onnx fast_bss_eval pesq pystoi huggingface_hub"
+  target="${root}[dev]" modules="$modules pyaudio pytest ruff matplotlib onnxruntime onnx fast_bss_eval pesq pystoi huggingface_hub pyroomacoustics"
 fi
 ready() {  # every module importable, and dnnsep is this checkout's
   # shellcheck disable=SC2086  # $modules: one word per module

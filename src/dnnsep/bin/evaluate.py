@@ -3,7 +3,10 @@
 Writes, under ``<experiment>/eval/<split>-<model>/`` (or ``--out_dir``):
 
 - ``results.csv``: one row per mixture (``id, seconds, si_sdr, si_sdri, sdr, sdri[, pesq, stoi]``),
-- ``summary.json``: mean, std and count of each column, with the model and list used,
+- ``summary.json``: mean, std and count of each column, with the model and list used; for a list
+  in rooms or noise (:mod:`dnnsep.data.scene`), ``by_condition``: SI-SDR(i) means by RT60 bin
+  (:data:`RT60_BINS`) and by SNR bin (:data:`SNR_BINS`), whose per-mixture values are in
+  ``results.csv`` too (columns ``rt60``, ``snr_db``),
 - ``examples/<id>/``: the first ``--n_examples`` mixtures as WAVs (``mixture.wav``, estimates
   ``s1.wav``.. in reference order, references ``s1_ref.wav``..),
 - ``report.html`` (:mod:`dnnsep.report`): the summary, plots (with matplotlib), and every mixture in
@@ -40,6 +43,10 @@ from ..inference import non_finite_parameters
 from ..pretrained import default_model_path
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
+
+RT60_BINS = (0.0, 0.3, 0.6, math.inf)  # seconds: dry-ish, medium, reverberant rooms
+SNR_BINS = (-math.inf, 0.0, 5.0, 10.0, math.inf)  # dB
+CONDITIONS = {"rt60": (RT60_BINS, "s"), "snr_db": (SNR_BINS, "dB")}
 
 
 def _missing(package: str) -> bool:
@@ -108,8 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DnnsepError(
             f"{lst}: no such mixture list; prepare the data (egs/librispeech/common/prepare.sh) or pass --dataset_dir"
         )
+    target = (ckpt.get("train_config") or {}).get("reverb_target")  # what the model learnt in rooms
     with _reading(lst):
-        data = MixtureDataset(lst)
+        data = MixtureDataset(lst, reverb_target=target)
     if data.sample_rate != model.sample_rate:
         raise DnnsepError(f"{lst}: {data.sample_rate} Hz, but {model_path} separates {model.sample_rate} Hz audio")
     out_dir = need_directory(args.out_dir or default_out_dir(model_path, args.split), what="--out_dir")
@@ -136,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"of {lst}; the model is broken"
             )
         scores = utterance_scores(estimates, sources, mixture, sample_rate=data.sample_rate, metrics=metrics)
-        rows.append({"id": mix_id, "seconds": mixture.shape[-1] / data.sample_rate, **scores})
+        conditions = data.conditions(index) if hasattr(data, "conditions") else {}
+        rows.append({"id": mix_id, "seconds": mixture.shape[-1] / data.sample_rate, **scores, **conditions})
         details.append(
             {"input_si_sdr": scores["si_sdr"] - scores["si_sdri"], "level_diff": level_difference(sources),
              "speakers": " + ".join(str(src.get("speaker", "?")) for src in data.spec(index)[1])}
@@ -152,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
 
     with _writing(out_dir):
-        write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names))
+        held = [key for key in CONDITIONS if any(key in row for row in rows)]
+        write_csv(out_dir / "results.csv", rows, ("id", "seconds", *names, *held))
     summary = {
         "model": str(model_path.resolve()),
         "list": str(lst.resolve()),
@@ -160,12 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **summarize(rows, names),
     }
+    if held:
+        summary["by_condition"] = by_condition(rows, held)
     with _writing(out_dir):
         write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     means = "  ".join(
         f"{name.upper().replace('_', '-').replace('SDRI', 'SDRi')} {summary[name]['mean']:.2f}" for name in names
     )
     print(f"{args.split}: {len(rows)} mixtures  {means}")
+    for key, table in summary.get("by_condition", {}).items():
+        cells = "  ".join(f"{b['bin']}: {b['si_sdri']:.2f} dB ({b['count']})" for b in table)
+        print(f"  SI-SDRi by {key.replace('_db', '')}: {cells}")
     print(f"results: {out_dir / 'results.csv'}, {out_dir / 'summary.json'}")
 
     start = time.perf_counter()
@@ -194,6 +209,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(f"report: {page} (written in {time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def by_condition(rows: list[dict], keys: Sequence[str]) -> dict[str, list[dict]]:
+    """Per condition (``rt60``, ``snr_db``), the mean SI-SDR and SI-SDRi and the count of each bin
+    (:data:`CONDITIONS`) that holds mixtures.
+
+    >>> rows = [{"si_sdr": 5.0, "si_sdri": 9.0, "rt60": 0.2}, {"si_sdr": 1.0, "si_sdri": 4.0, "rt60": 0.7}]
+    >>> by_condition(rows, ["rt60"])["rt60"][1]
+    {'bin': '>=0.6 s', 'count': 1, 'si_sdr': 1.0, 'si_sdri': 4.0}
+    """
+    out = {}
+    for key in keys:
+        edges, unit = CONDITIONS[key]
+        table = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            chosen = [r for r in rows if key in r and lo <= r[key] < hi]
+            if chosen:
+                label = (
+                    f"<{hi:g} {unit}"
+                    if math.isinf(lo)
+                    else f">={lo:g} {unit}"
+                    if math.isinf(hi)
+                    else f"{lo:g}-{hi:g} {unit}"
+                )
+                means = {name: sum(r[name] for r in chosen) / len(chosen) for name in ("si_sdr", "si_sdri")}
+                table.append({"bin": label, "count": len(chosen), **means})
+        out[key] = table
+    return out
 
 
 def level_difference(sources: torch.Tensor) -> float:

@@ -17,6 +17,12 @@ A small list (all its utterances within :data:`CACHE_MB` as float32, e.g. the ma
 keeps each file whole in memory once read, so an epoch decodes nothing twice: the same samples as
 reading the slice from disk, about 1 ms less per source read.  A large one (LibriSpeech's training
 sets) reads the slices from disk every time.
+
+A mixture may sit in a room and in noise (:mod:`dnnsep.data.scene`): then ``mixture`` is the sum of
+the reverberant sources plus noise, and ``sources`` are the targets (``reverb_target``).  A list's
+mixtures that carry a ``"scene"`` (written by ``prepare --reverb/--noise``) keep it; with ``scene``
+options, the others (and every item under dynamic mixing) draw one from a generator seeded with
+``(split, seed, epoch, index)`` (epoch 0 without dynamic mixing).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import torch
 from ..errors import AudioError, DnnsepError
 from .librispeech import Utterance
 from .lists import Rng, by_speaker, draw_sources, read_list
+from .rooms import TARGETS
+from .scene import SceneOptions, Scenes
 
 SILENCE_RMS = 1e-4  # -80 dBFS: quieter slices are scaled as if this loud, so near-silence stays quiet
 CACHE_MB = 512  # a list whose utterances fit in this many MB of float32 is kept in memory (per process)
@@ -53,6 +61,9 @@ class MixtureDataset(torch.utils.data.Dataset):
         ``dataset[i] -> (mixture: (time,), sources: (n_sources, time))``, float32 CPU tensors;
         ``time`` is the segment length, or the mixture's own length for full-utterance lists.
         speed_perturb: ``r``: resample every source by ``1 - r``, ``1`` or ``1 + r`` (see module doc); 0: off.
+        scene: rooms and noise to draw where the list has none (see module doc); ``None``: the list's only.
+        reverb_target: ``reverberant`` or ``direct`` targets in rooms (``None``: the list's choice, else
+            ``reverberant``).
     """
 
     def __init__(
@@ -63,6 +74,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         seed: int = 0,
         segment_seconds: float | None = None,
         speed_perturb: float = 0.0,
+        scene: SceneOptions | None = None,
+        reverb_target: str | None = None,
     ):
         if not 0 <= speed_perturb < 1:
             raise DnnsepError(f"speed_perturb must be in [0, 1), got {speed_perturb}")
@@ -91,10 +104,16 @@ class MixtureDataset(torch.utils.data.Dataset):
         self.dynamic_mixing = dynamic_mixing
         self.seed = int(seed)
         self.epoch = 0
+        self.reverb_target = reverb_target or lst.get("reverb_target", "reverberant")
+        if self.reverb_target not in TARGETS:
+            raise DnnsepError(f"reverb_target must be one of {', '.join(TARGETS)}, got {self.reverb_target!r}")
+        pool = [Utterance(u["path"], u["speaker"], u["frames"]) for u in lst["utterances"]]
+        self.scene_options = scene
+        self.scenes = Scenes(scene, root=self.root, split=self.split, sample_rate=self.sample_rate, pool=pool,
+                             read=self._read_plain)  # fmt: skip
         if dynamic_mixing:
             if self.segment_frames is None:
                 raise DnnsepError(f"{self.list_path}: dynamic mixing needs fixed-length mixtures; pass segment_seconds")
-            pool = [Utterance(u["path"], u["speaker"], u["frames"]) for u in lst["utterances"]]
             self._utterances = {u.path: u for u in pool}
             self._groups = by_speaker(pool, self.segment_frames)
             if len(self._groups) < self.n_sources:
@@ -141,12 +160,54 @@ class MixtureDataset(torch.utils.data.Dataset):
         r = self.speed_perturb
         return [rng.choice((1 - r, 1.0, 1 + r)) for _ in range(n)]
 
+    def scene(self, index: int, spec: tuple[int, list[dict[str, Any]]] | None = None) -> dict[str, Any] | None:
+        """Item ``index``'s room and noise this epoch (see module doc), ``None`` for a dry, clean one."""
+        mix = self.mixtures[index]
+        if self.scene_options is None or (not self.dynamic_mixing and "scene" in mix):
+            return None if self.dynamic_mixing else mix.get("scene")
+        frames, sources = spec or self.spec(index)
+        epoch = self.epoch if self.dynamic_mixing else 0
+        key = f"scene {self.split} {self.seed} {epoch} {index}"
+        bank = self.scene_options.room_bank
+        bank_key = f"room {self.split} {self.seed} {epoch} {Rng(key + ' bank').below(bank)}" if bank else None
+        speakers = {src["speaker"] for src in sources}
+        return self.scenes.draw(key, n_sources=len(sources), frames=frames, speakers=speakers, bank_key=bank_key)
+
+    def conditions(self, index: int) -> dict[str, float]:
+        """``{"rt60": s, "snr_db": dB}`` of item ``index`` (what its scene has; empty when dry and clean)."""
+        return self.scenes.conditions(self.scene(index))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, sources = self.spec(index)
+        frames, sources = spec = self.spec(index)
         factors = self.speed_factors(index, len(sources))
         stacked = np.stack([self._read(src, frames, f) for src, f in zip(sources, factors)])  # (n_sources, time)
-        mixture = stacked.sum(axis=0)  # (time,)
+        scene = self.scene(index, spec)
+        if scene:
+            mixture, stacked = self.scenes.apply(scene, stacked, target=self.reverb_target)
+        else:
+            mixture = stacked.sum(axis=0)  # (time,)
         return torch.from_numpy(mixture), torch.from_numpy(stacked)
+
+    def _read_plain(self, rel: str, start: int, frames: int) -> np.ndarray:
+        """Frames of a file (relative to the list's folder, or absolute) as stored, fewer at its end.  Shape: (n,)."""
+        whole = self._cache.get(rel) if self._cache is not None else None
+        if whole is None and self._cache is not None and rel in self._file_frames:
+            whole = self._cache[rel] = self._read_file(self.root / rel, 0, -1)
+        if whole is not None:
+            return whole[start : start + frames]
+        if rel in self._file_frames:
+            return self._read_file(self.root / rel, start, frames)
+        path = self.root / rel  # a noise file: its first channel
+        try:
+            with sf.SoundFile(str(path)) as f:
+                if f.samplerate != self.sample_rate:
+                    raise AudioError(f"{path}: {f.samplerate} Hz, but {self.list_path} is at {self.sample_rate} Hz")
+                f.seek(start)
+                return f.read(frames, dtype="float32", always_2d=True)[:, 0]
+        except AudioError:
+            raise
+        except Exception as err:
+            raise AudioError(f"{path}: cannot read ({str(err).strip()[:200]})") from None
 
     def _read(self, src: dict[str, Any], frames: int, factor: float = 1.0) -> np.ndarray:
         """Frames ``[start, start + frames)`` of one file, level-normalised and gained.  Shape: (frames,).

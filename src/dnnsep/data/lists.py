@@ -18,6 +18,9 @@ that its RMS is ``level_dbfs + gain_db`` dB re full scale; the mixture is the su
 (then ``frames`` is the shortest source, ``start`` is 0).  ``utterances`` is every file of the
 subset: the pool that on-the-fly mixing draws from.
 
+Version 2 adds, per mixture, a ``"scene"`` (room and noise, see :mod:`dnnsep.data.scene`) and at
+the top ``"reverb_target"``; lists without scenes stay version 1.
+
 Lists are the same, byte for byte, for a given seed on any Python >= 3.9 and any machine: inputs
 are sorted, and randomness comes only from :class:`Rng`.
 """
@@ -37,6 +40,7 @@ from .librispeech import Utterance
 
 FORMAT = "dnnsep-mixtures"
 VERSION = 1
+SCENE_VERSION = 2  # lists whose mixtures carry rooms and noise: older readers refuse them
 SPLITS = ("train", "valid", "test")
 
 
@@ -245,9 +249,10 @@ def read_list(path: str | os.PathLike) -> dict[str, Any]:
         raise DnnsepError(f"{path}: not valid JSON ({err}); rerun prepare with --overwrite") from None
     if not isinstance(lst, dict) or lst.get("format") != FORMAT:
         raise DnnsepError(f'{path}: not a dnnsep mixture list (no "format": "{FORMAT}")')
-    if lst.get("version") != VERSION:
+    if lst.get("version") not in (VERSION, SCENE_VERSION):
         raise DnnsepError(
-            f"{path}: list version {lst.get('version')}, this dnnsep reads version {VERSION}; rerun prepare"
+            f"{path}: list version {lst.get('version')}, this dnnsep reads versions {VERSION}-{SCENE_VERSION}; "
+            "rerun prepare"
         )
     n = lst["n_sources"]
     for i, mix in enumerate(lst["mixtures"]):

@@ -44,14 +44,19 @@ from ..models.base import DATA_OPTIONS
 
 # Keys that may differ when a run is resumed: where the data is and how this machine runs it.
 RUNTIME_KEYS = ("dataset_dir", "num_workers", "device", "cpu_processes", "amp", "save_every_steps", "stop_after_epoch",
-                "max_nonfinite", "max_minutes")  # fmt: skip
+                "max_nonfinite", "max_minutes", "rir_root", "noise_root")  # fmt: skip
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("plateau", "cosine")
 LR_CLOCKS = ("steps", "time")
+REVERBS = ("none", "rooms", "measured")
+REVERB_TARGETS = ("reverberant", "direct")
+NOISES = ("none", "synthetic", "files")
 # Keys added after the first checkpoints were written, with the value that means "as before": a saved
 # config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
 ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
-              "max_minutes": None, "cpu_processes": 1, "lr_clock": "steps"}  # fmt: skip
+              "max_minutes": None, "cpu_processes": 1, "lr_clock": "steps", "reverb": "none", "rir_root": None,
+              "rt60_min": 0.1, "rt60_max": 0.8, "reverb_target": "reverberant", "room_bank": 0, "noise": "none",
+              "noise_root": None, "snr_min": -5.0, "snr_max": 15.0}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -73,6 +78,28 @@ class TrainConfig:
     speed_perturb: float = _key(
         "resample each training source by a factor drawn from 1-r, 1, 1+r (speed and pitch; 0: off)"
     )
+    reverb: str = _key(
+        "put each training mixture in a room: simulated shoeboxes (rooms) or measured responses (measured, "
+        "rir_root); none: dry. Valid/test rooms come from the lists (prepare --reverb)",
+        REVERBS,
+    )
+    rir_root: Optional[str] = _key("folder of measured impulse responses (*.wav) for reverb: measured")
+    rt60_min: float = _key("shortest RT60 of simulated rooms, in seconds")
+    rt60_max: float = _key("longest RT60 of simulated rooms, in seconds")
+    reverb_target: str = _key(
+        "what the model learns in a room: the reverberant sources (separation only) or direct (direct "
+        "path plus 50 ms of early reflections, as WHAMR!'s)",
+        REVERB_TARGETS,
+    )
+    room_bank: int = _key("rooms simulated per epoch, shared among its mixtures (0: a new room per mixture)")
+    noise: str = _key(
+        "add noise to each training mixture: synthetic (coloured, babble, hum, bursts) or files (noise_root); "
+        "none: clean",
+        NOISES,
+    )
+    noise_root: Optional[str] = _key("folder of noise recordings for noise: files (null: <dataset_dir>/noise)")
+    snr_min: float = _key("lowest SNR of the noise re the speech, in dB")
+    snr_max: float = _key("highest SNR of the noise re the speech, in dB")
     num_workers: int = _key("data loading processes (0: in the training process)")
     sample_rate: int = _key("sample rate in Hz (the data must match)")
     # -- model: its own section, {name: ..., option: value, ...} (see dnnsep.models) --
@@ -159,6 +186,7 @@ class TrainConfig:
             "weight_decay",
             "clip_grad_norm",
             "warmup_steps",
+            "room_bank",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -179,6 +207,14 @@ class TrainConfig:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
         if not 0 <= self.speed_perturb < 0.5:
             raise DnnsepError(f"{source}: speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
+        if not 0 < self.rt60_min <= self.rt60_max:
+            raise DnnsepError(
+                f"{source}: need 0 < rt60_min <= rt60_max (seconds), got {self.rt60_min} and {self.rt60_max}"
+            )
+        if not self.snr_min <= self.snr_max:
+            raise DnnsepError(f"{source}: snr_min ({self.snr_min} dB) must not exceed snr_max ({self.snr_max} dB)")
+        if self.reverb == "measured" and not self.rir_root:
+            raise DnnsepError(f"{source}: reverb: measured needs rir_root, a folder of impulse responses (*.wav)")
         if self.loss_threshold is not None and not self.loss_threshold > 0:
             raise DnnsepError(f"{source}: loss_threshold must be positive (dB) or null, got {self.loss_threshold}")
         if self.sample_rate < 1:
@@ -326,8 +362,9 @@ def read_yaml(path: Union[str, os.PathLike], _seen: tuple = ()) -> dict[str, Any
         values = {}
     if not isinstance(values, dict):
         raise DnnsepError(f"{path}: expected 'key: value' lines, found a {type(values).__name__}")
-    if isinstance(values.get("dataset_dir"), str):
-        values["dataset_dir"] = os.path.normpath(path.parent / os.path.expanduser(values["dataset_dir"]))
+    for key in ("dataset_dir", "rir_root", "noise_root"):
+        if isinstance(values.get(key), str):
+            values[key] = os.path.normpath(path.parent / os.path.expanduser(values[key]))
     base = values.pop("extends", None)
     if base is None:
         return values
@@ -492,7 +529,9 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
     - training: ``b{batch_size}_e{epochs}_{optimizer}-lr{lr}-decay{weight_decay}_clip{clip_grad_norm}``,
       plus ``_dm`` with dynamic mixing, ``_sp{r}`` with speed_perturb, ``_seg{seconds}`` when
       segment_seconds is set, ``_warm{steps}`` with warmup_steps, ``_cos`` with the cosine schedule and
-      ``_t{minutes}m`` with ``lr_clock: time`` (the schedule over a budget of that many minutes).
+      ``_t{minutes}m`` with ``lr_clock: time`` (the schedule over a budget of that many minutes);
+    - data: ``_room{rt60_min}-{rt60_max}s_{reverb_target}`` with simulated rooms (``_rir_{reverb_target}``
+      with measured ones), ``_bank{n}`` with room_bank, ``_noise-{syn|files}{snr_min}to{snr_max}dB`` with noise.
     """
     m = cfg.model_config()
     dims, options = m.dir_names()
@@ -504,6 +543,14 @@ def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
         training += f"_sp{_num(cfg.speed_perturb)}"
     if cfg.segment_seconds is not None:
         training += f"_seg{_num(cfg.segment_seconds)}"
+    if cfg.reverb == "rooms":
+        training += f"_room{_num(cfg.rt60_min)}-{_num(cfg.rt60_max)}s_{cfg.reverb_target}"
+    elif cfg.reverb == "measured":
+        training += f"_rir_{cfg.reverb_target}"
+    if cfg.reverb != "none" and cfg.room_bank:
+        training += f"_bank{cfg.room_bank}"
+    if cfg.noise != "none":
+        training += f"_noise-{cfg.noise[:3]}{_num(cfg.snr_min)}to{_num(cfg.snr_max)}dB"
     if cfg.warmup_steps:
         training += f"_warm{cfg.warmup_steps}"
     if cfg.lr_schedule != "plateau":

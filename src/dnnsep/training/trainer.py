@@ -206,6 +206,10 @@ class Trainer:
             f"data: {len(self.train_set)} training mixtures ({self.sampler.steps_per_epoch()} steps per epoch), "
             f"{len(self.valid_set)} validation mixtures"
         )
+        if cfg.reverb != "none" or cfg.noise != "none":
+            from ..data.scene import options_from_config
+
+            log.info(f"rooms and noise: {options_from_config(cfg).describe()}; target {cfg.reverb_target}")
         if cfg.lr_clock == "time":
             log.info(
                 f"schedule: {cfg.lr_schedule} over a budget of {cfg.max_minutes:g} min of training (lr_clock: time), "
@@ -705,7 +709,9 @@ def collate_by_length(items: list[tuple[Any, Any]]) -> list[tuple[torch.Tensor, 
 def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """The training and validation sets of the mixture lists under ``cfg.dataset_dir``."""
     from ..data import MixtureDataset, list_path  # here, so that training code imports without the data code
+    from ..data.scene import options_from_config
 
+    scene = {"scene": options_from_config(cfg), "reverb_target": cfg.reverb_target}  # rooms and noise, if any
     sets = []
     for split in ("train", "valid"):
         path = list_path(cfg.dataset_dir, cfg.n_sources, split)
@@ -721,9 +727,10 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
                 seed=cfg.seed,
                 segment_seconds=cfg.segment_seconds,
                 speed_perturb=cfg.speed_perturb,
+                **scene,
             )
         else:
-            data = MixtureDataset(path)
+            data = MixtureDataset(path, **scene)
         if data.sample_rate != cfg.sample_rate or data.n_sources != cfg.n_sources:
             raise DnnsepError(
                 f"{path}: {data.n_sources} sources at {data.sample_rate} Hz, but the config asks for "
