@@ -30,7 +30,6 @@ def schroeder_t30(h: np.ndarray, sample_rate: int) -> float:
     "size, rt60", [([4.0, 3.0, 2.5], 0.2), ([5.0, 4.0, 2.7], 0.45), ([6.0, 5.0, 3.0], 0.8), ([4.5, 3.5, 2.6], 0.3)]
 )
 def test_simulated_response_has_the_requested_rt60_within_20_percent(size, rt60):
-    pytest.importorskip("pyroomacoustics")
     room = {"size": size, "rt60": rt60, "mic": [1.1, 1.2, 1.3], "sources": [[2.9, 1.9, 1.5], [1.0, 2.4, 1.2]],
             "seed": 3}  # fmt: skip
     for h in rooms.simulate(room, SR):
@@ -72,7 +71,6 @@ def test_direct_target_is_the_direct_peak_and_early_reflections_up_to_50_ms():
 
 
 def test_simulated_direct_target_holds_the_direct_path():
-    pytest.importorskip("pyroomacoustics")
     room = {"size": [4.0, 3.0, 2.5], "rt60": 0.4, "mic": [1.0, 1.0, 1.2], "sources": [[3.0, 2.0, 1.4]], "seed": 1}
     (h,) = rooms.simulate(room, SR)
     distance = np.linalg.norm(np.subtract(room["sources"][0], room["mic"]))

@@ -394,19 +394,23 @@ def _deadline_worker(rank: int, world_size: int, port: int, out: str) -> None:
     os._exit(0)
 
 
+def _join_or_fail(context) -> None:
+    """Wait for spawned DDP processes; a process left waiting would hang: give up after 2 minutes instead."""
+    for _ in range(120):
+        if context.join(timeout=1):
+            return
+    for process in context.processes:
+        process.kill()
+    pytest.fail("the DDP processes did not stop together")
+
+
 def test_ddp_a_deadline_any_process_reaches_stops_them_all_at_the_same_step(tmp_path):
     """max_minutes under DDP: the processes agree to pause, so none is left waiting in an all-reduce."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = torch.multiprocessing.spawn(_deadline_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
-    for _ in range(120):  # a process left waiting would hang: give up after 2 minutes instead
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail("the DDP processes did not stop together")
+    _join_or_fail(context)
     stops = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert stops[0] == stops[1] == {"epoch": 0, "step": 1}  # paused after the first of the epoch's 2 steps
 
@@ -437,13 +441,7 @@ def test_ddp_processes_agree_on_the_time_budgets_learning_rate(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = torch.multiprocessing.spawn(_budget_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
-    for _ in range(120):
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail("the DDP processes did not stop together")
+    _join_or_fail(context)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["lrs"] == ranks[1]["lrs"] and len(ranks[0]["lrs"]) > 2
     assert ranks[0]["stopped"] == ranks[1]["stopped"] and ranks[0]["stopped"].startswith("time budget")

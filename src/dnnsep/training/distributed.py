@@ -71,19 +71,19 @@ def shutdown() -> None:
 
 def all_sum(values: list[float], info: Dist, device: torch.device) -> list[float]:
     """Sum a few numbers over all processes (float64); identity for a single process."""
-    if not info.active:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return _all_reduce(values, info, device, "SUM")
 
 
 def all_max(values: list[float], info: Dist, device: torch.device) -> list[float]:
     """The largest of each number over all processes (float64); identity for a single process."""
+    return _all_reduce(values, info, device, "MAX")
+
+
+def _all_reduce(values: list[float], info: Dist, device: torch.device, op: str) -> list[float]:
     if not info.active:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t.tolist()
 
 
