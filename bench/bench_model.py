@@ -1,8 +1,11 @@
-"""CPU speed and memory of DPRNN-TasNet or Conv-TasNet, ours against asteroid's when it is importable.
+"""CPU speed and memory of DPRNN-TasNet, Conv-TasNet or SepFormer, ours against the original toolkit's.
 
 Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3) and the paper's
 (B=6), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8, R=3, Sc=128,
-gLN, sigmoid), on ``--threads`` threads:
+gLN, sigmoid), against asteroid's when it is importable; for ``--model sepformer`` the paper's as
+SpeechBrain publishes it (``wsj02mix``: 8 kHz; ``whamr16k``: the same at 16 kHz; converted options:
+SpeechBrain's paddings), against SpeechBrain's own modules computing its ``separate_batch`` when
+SpeechBrain is importable; on ``--threads`` threads:
 parameter count; real-time factor (seconds of compute per second of audio) for a 5 s mixture;
 time and peak memory for one pass over a 60 s mixture (no warm-up: what a user separating one file
 sees); seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Every
@@ -25,6 +28,11 @@ asteroid is never a dependency; to compare, install it into a scratch venv that 
     /tmp/astvenv/bin/pip install scipy huggingface_hub
     /tmp/astvenv/bin/python bench/bench_model.py --threads 2
     /tmp/astvenv/bin/python bench/bench_model.py --threads 2 --model conv_tasnet
+    /tmp/astvenv/bin/pip install --no-deps speechbrain==1.1.0 hyperpyyaml ruamel.yaml sentencepiece joblib
+    /tmp/astvenv/bin/python bench/bench_model.py --threads 2 --model sepformer --skip train
+
+(SpeechBrain 1.1 imports torchaudio, which has no build for this torch: an import-only stand-in is
+used where it is missing; separation never calls it.)
 """
 
 from __future__ import annotations
@@ -38,12 +46,15 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from dnnsep import models
 from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
 
 DPRNNConfig, ConvTasNetConfig = models.get("dprnn_tasnet").config_class, models.get("conv_tasnet").config_class
+SepFormerConfig = models.get("sepformer").config_class
+AS_SPEECHBRAIN = dict(signal_padding="none", chunk_padding="speechbrain")  # what its converted models compute
 CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figure
     "dprnn_tasnet": {
         "default": DPRNNConfig(),
@@ -55,15 +66,77 @@ CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figur
         "tiny": ConvTasNetConfig(n_filters=16, kernel_size=4, bottleneck=8, hidden=16, n_layers=2, n_repeats=1,
                                  skip_channels=8),
     },
+    "sepformer": {
+        "wsj02mix": SepFormerConfig(sample_rate=8000, **AS_SPEECHBRAIN),
+        "whamr16k": SepFormerConfig(sample_rate=16000, **AS_SPEECHBRAIN),
+        "tiny": SepFormerConfig(n_filters=16, kernel_size=4, chunk_size=10, hop_size=5, n_blocks=1, intra_layers=1,
+                                inter_layers=1, heads=2, ffn=16, **AS_SPEECHBRAIN),
+    },
 }  # fmt: skip
-SR = 16000
+SR = 16000  # the rate of every model but SepFormer's (its config's)
 LONG_SECONDS = 60.0
 
 
+class SpeechBrainSepFormer(torch.nn.Module):
+    """SpeechBrain's SepFormer modules as its published models build them, computing ``separate_batch``.
+
+    Shape: mixture (batch, time) -> estimated sources (batch, n_sources, time) (SpeechBrain's is
+    ``(batch, time, n_sources)``: the transpose is a view).
+    """
+
+    def __init__(self, config: models.ModelConfig):
+        super().__init__()
+        from speechbrain.lobes.models.dual_path import Decoder, Dual_Path_Model, Encoder, SBTransformerBlock
+
+        def path(layers: int) -> torch.nn.Module:
+            sizes = dict(d_model=config.bottleneck, nhead=config.heads, d_ffn=config.ffn)
+            return SBTransformerBlock(
+                num_layers=layers, dropout=0, use_positional_encoding=True, norm_before=True, **sizes
+            )
+
+        self.encoder = Encoder(kernel_size=config.kernel_size, out_channels=config.n_filters)
+        self.masknet = Dual_Path_Model(
+            in_channels=config.n_filters, out_channels=config.bottleneck, intra_model=path(config.intra_layers),
+            inter_model=path(config.inter_layers), num_layers=config.n_blocks, norm="ln", K=config.chunk_size,
+            num_spks=config.n_sources, skip_around_intra=True, linear_layer_after_inter_intra=False,
+        )  # fmt: skip
+        self.decoder = Decoder(in_channels=config.n_filters, out_channels=1, kernel_size=config.kernel_size,
+                               stride=config.kernel_size // 2, bias=False)  # fmt: skip
+        self.n_sources = config.n_sources
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:  # speechbrain.inference.separation.separate_batch
+        mix_w = self.encoder(mix)
+        est_mask = self.masknet(mix_w)
+        sep_h = torch.stack([mix_w] * self.n_sources) * est_mask
+        est = torch.cat([self.decoder(sep_h[i]).unsqueeze(-1) for i in range(self.n_sources)], dim=-1)
+        t_origin, t_est = mix.size(1), est.size(1)
+        est = F.pad(est, (0, 0, 0, t_origin - t_est)) if t_origin > t_est else est[:, :t_origin, :]
+        return est.transpose(1, 2)
+
+
+def _import_speechbrain() -> None:
+    """Import SpeechBrain, with an import-only torchaudio stand-in where torchaudio is missing."""
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        import types
+
+        stand_in = types.ModuleType("torchaudio")
+        stand_in.__version__ = "0.0 (bench stand-in)"
+        stand_in.list_audio_backends = lambda: ["soundfile"]
+        sys.modules["torchaudio"] = stand_in
+    import speechbrain.lobes.models.dual_path  # noqa: F401
+
+
 def build(kind: str, config: models.ModelConfig) -> torch.nn.Module:
-    """``ours``, ``int8`` (ours, dynamically quantised) or ``asteroid``, in eval mode."""
+    """``ours``, ``int8`` (ours, dynamically quantised), ``asteroid`` or ``speechbrain``, in eval mode."""
     torch.manual_seed(0)
     ours = next(models.get(name) for name in models.names() if isinstance(config, models.get(name).config_class))
+    if isinstance(config, SepFormerConfig):
+        if kind == "speechbrain":
+            _import_speechbrain()
+            return SpeechBrainSepFormer(config).eval()
+        return ours(config).eval()
     if isinstance(config, ConvTasNetConfig):
         if kind != "asteroid":
             return ours(config).eval()
@@ -118,6 +191,21 @@ def has_asteroid() -> bool:
     return True
 
 
+def has_speechbrain() -> bool:
+    try:
+        _import_speechbrain()
+    except Exception:
+        return False
+    return True
+
+
+def peer(model_name: str) -> str | None:
+    """The original toolkit timed beside ours, if importable: asteroid, or SpeechBrain for SepFormer."""
+    if model_name == "sepformer":
+        return "speechbrain" if has_speechbrain() else None
+    return "asteroid" if has_asteroid() else None
+
+
 def time_part(
     kind: str, model_name: str, config_name: str, part: str, repeats: int, long_seconds: float
 ) -> list[float]:
@@ -126,9 +214,11 @@ def time_part(
     ``rtf``: one 5 s pass in inference mode; ``long``: one pass over ``long_seconds`` (no warm-up, as a
     user separating one file); ``train``: one training step on a batch of 4 x 2 s.
     """
-    model = build(kind, CONFIGS[model_name][config_name])
+    config = CONFIGS[model_name][config_name]
+    model = build(kind, config)
+    rate = config.sample_rate if isinstance(config, SepFormerConfig) else SR
     if part == "train":
-        mix, refs = torch.randn(4, 2 * SR), torch.randn(4, 2, 2 * SR)
+        mix, refs = torch.randn(4, 2 * rate), torch.randn(4, config.n_sources, 2 * rate)
         optimizer = torch.optim.Adam(model.train().parameters(), lr=1e-3)
 
         def run():
@@ -137,7 +227,7 @@ def time_part(
             optimizer.step()
 
     else:
-        x = torch.randn(1, int((5.0 if part == "rtf" else long_seconds) * SR))
+        x = torch.randn(1, int((5.0 if part == "rtf" else long_seconds) * rate))
 
         def run():
             with torch.inference_mode():
@@ -194,7 +284,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per_process", type=int, default=3, help="timed runs per process after a warm-up")
     parser.add_argument("--model", choices=sorted(CONFIGS), default="dprnn_tasnet")
     parser.add_argument(
-        "--configs", help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet); tiny: a smoke run"
+        "--configs",
+        help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet); wsj02mix, whamr16k (sepformer); "
+        "tiny: a smoke run",
     )
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
@@ -219,7 +311,8 @@ def main(argv=None) -> int:
     if args.int8 and args.model != "dprnn_tasnet":
         parser.error("--int8 quantises LSTMs and linear layers: dprnn_tasnet only")
     skip = set(filter(None, args.skip.split(",")))
-    kinds = ["ours"] + (["int8"] if args.int8 else []) + (["asteroid"] if has_asteroid() else [])
+    other = peer(args.model)
+    kinds = ["ours"] + (["int8"] if args.int8 else []) + ([other] if other else [])
     print(f"{args.model}: torch {torch.__version__}, {args.threads} threads, malloc {args.malloc}, {', '.join(kinds)}")
     results = {}
     for config_name in configs:
@@ -236,8 +329,11 @@ def main(argv=None) -> int:
             r["train_step_s"] = {k: v["seconds"] for k, v in measure(trained, config_name, "train", args).items()}
         report(config_name, r, args.long_seconds)
     if args.json:
+        from main_job import cpu  # this folder's: the CPU's model and vector flags
+
+        machine = {"cpu": cpu(), "torch": torch.__version__, "threads": args.threads, "kinds": kinds}
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({**results, "machine": machine}, f, indent=2)
     return 0
 
 
@@ -254,10 +350,11 @@ def report(name: str, r: dict, long_seconds: float) -> None:
         rows.append(("train step s (4 x 2 s)", r["train_step_s"]))
     for label, values in rows:
         line = f"{label:32s}" + "".join(f"{k:>9s} {v:8.3f}" for k, v in values.items())
-        if "asteroid" in values:
-            line += "   ours/asteroid " + " ".join(
-                f"{k}={v / values['asteroid']:.2f}x" for k, v in values.items() if k != "asteroid"
-            )
+        for other in ("asteroid", "speechbrain"):
+            if other in values:
+                line += f"   ours/{other} " + " ".join(
+                    f"{k}={v / values[other]:.2f}x" for k, v in values.items() if k != other
+                )
         print(line)
 
 

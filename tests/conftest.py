@@ -18,6 +18,17 @@ TINY_MODELS = {
     "conv_tasnet": dict(
         n_filters=8, kernel_size=4, bottleneck=8, hidden=16, conv_kernel=3, n_layers=2, n_repeats=1, skip_channels=8
     ),
+    "sepformer": dict(
+        n_filters=8,
+        kernel_size=4,
+        chunk_size=10,
+        hop_size=5,
+        n_blocks=1,
+        intra_layers=1,
+        inter_layers=1,
+        heads=2,
+        ffn=16,
+    ),
 }
 
 # For each model, another valid value of every option (a test asserts each changes the network and the
@@ -55,6 +66,26 @@ OTHER_VALUES = {
         causal=True,
         encoder_activation="linear",
         signal_padding="none",
+    ),  # fmt: skip
+    "sepformer": dict(
+        n_filters=12,
+        kernel_size=8,
+        stride=1,
+        bottleneck=6,
+        chunk_size=20,
+        hop_size=10,
+        n_blocks=2,
+        intra_layers=2,
+        inter_layers=2,
+        heads=4,
+        ffn=12,
+        dropout=0.25,
+        mask="sigmoid",
+        norm="cln",
+        encoder_activation="linear",
+        signal_padding="none",
+        chunk_padding="speechbrain",
+        head="linear",
     ),  # fmt: skip
 }
 

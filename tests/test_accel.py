@@ -13,7 +13,7 @@ from dnnsep import DPRNNConfig, DPRNNTasNet, pretrained
 from dnnsep import device as device_module
 from dnnsep.losses import pit_si_sdr
 from dnnsep.models import lstm
-from dnnsep.models.dual_path import DualPathBlock, RNNProjection
+from dnnsep.models.dual_path import DualPathBlock, RNNProjection, rnn_paths
 from dnnsep.models.norms import CumulativeLayerNorm, GlobalLayerNorm
 from dnnsep.training import amp
 from dnnsep.training.amp import amp_dtype, uses_scaler
@@ -70,7 +70,8 @@ def test_fused_bidirectional_equals_the_split_path_values_and_gradients(time, ba
 
 def test_fused_path_is_taken_for_bidirectional_pairs_and_leaves_unidirectional_lstms(monkeypatch):
     torch.manual_seed(0)
-    block = DualPathBlock(channels=8, hidden=12, norm="cln", causal=True)  # bidirectional intra, causal inter
+    intra, inter = rnn_paths(channels=8, hidden=12, causal=True)  # bidirectional intra, causal inter
+    block = DualPathBlock(intra=intra, inter=inter, channels=8, norm="cln")
     x = torch.randn(10, 6, 2, 8, requires_grad=True)  # (chunk_size, chunks, batch, channels)
     want = block(x)
     want_grads = _grads(block, x, want)

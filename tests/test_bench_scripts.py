@@ -25,12 +25,14 @@ def run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProc
     return done
 
 
-@pytest.mark.parametrize("model", ["dprnn_tasnet", "conv_tasnet"])
+@pytest.mark.parametrize("model", ["dprnn_tasnet", "conv_tasnet", "sepformer"])
 def test_bench_model_tiny(tmp_path, model):
     out = tmp_path / "model.json"
     run("bench_model.py", "--model", model, "--configs", "tiny", "--rounds", "1", "--per_process", "1",
         "--long_seconds", "1", "--threads", "1", "--json", str(out))  # fmt: skip
-    tiny = json.loads(out.read_text())["tiny"]
+    written = json.loads(out.read_text())
+    tiny = written["tiny"]
+    assert written["machine"]["cpu"]["model"] and written["machine"]["threads"] == 1
     assert tiny["rtf_5s"]["ours"] > 0 and tiny["train_step_s"]["ours"] > 0 and tiny["long"]["ours"]["seconds"] > 0
 
 

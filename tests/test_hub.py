@@ -28,6 +28,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPOS = {  # repository -> its files
     "dnnsep-tests/dprnn": {"pytorch_model.bin": (PUBLISHED / "dprnn_8k_published" / "pytorch_model.bin").read_bytes()},
     "dnnsep-tests/empty": {"README.md": b"nothing here\n"},
+    "dnnsep-tests/sepformer": {  # SpeechBrain's layout: hyperparams.yaml, three checkpoints, a model card
+        p.name: p.read_bytes() for p in (PUBLISHED / "sepformer_16k_3src").iterdir() if p.name != "reference.pt"
+    },
 }
 LOAD = """
 import json, sys
@@ -125,7 +128,7 @@ def test_a_missing_repository_revision_or_file_is_one_line(tmp_path, fake_hub):
     assert [g["error"] for g in got] == [
         "hf:dnnsep-tests/nope: no such repository on the Hub (or it is private: log in with hf auth login)",
         "hf:dnnsep-tests/dprnn@v9: the repository has no such revision",
-        "hf:dnnsep-tests/empty: the repository holds no pytorch_model.bin",
+        "hf:dnnsep-tests/empty: the repository holds no model (pytorch_model.bin, or SpeechBrain's hyperparams.yaml)",
     ]
 
 
@@ -139,3 +142,34 @@ def test_without_huggingface_hub_the_error_says_what_to_install(monkeypatch):
     with pytest.raises(DnnsepError, match=r"^hf:nope: not a Hub reference; expected hf:OWNER/NAME\[@REVISION\]$"):
         models.load("hf:nope")
     assert not hub.is_reference(Path("hf:a/b"))  # a local path is never a reference
+
+
+def test_separate_runs_speechbrains_sepformer_from_the_hub_then_offline_from_the_cache(tmp_path, fake_hub):
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, 0.1 * np.random.default_rng(0).standard_normal(12000).astype(np.float32), 24000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT=fake_hub, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+    recipe = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "sepformer"
+    for offline in ("0", "1"):
+        FakeHub.seen = []
+        out = tmp_path / f"sep{offline}"
+        done = subprocess.run(
+            ["bash", str(recipe / "separate.sh"), str(wav), "--model", "hf:dnnsep-tests/sepformer",
+             "--out_dir", str(out)],
+            env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "speechbrain SepFormer as dnnsep's SepFormer, 16 kHz, 3 sources; licence: apache-2.0" in done.stderr
+        wavs = sorted(p.name for p in (out / "talk").glob("*.wav"))
+        assert wavs == ["estimated-0.wav", "estimated-1.wav", "estimated-2.wav", "mixture.wav"]
+        estimate, rate = sf.read(out / "talk" / "estimated-0.wav")
+        assert rate == 24000 and len(estimate) == 12000  # run at the model's 16 kHz, written at the input's rate
+        if offline == "1":
+            assert FakeHub.seen == []  # everything from the cache
+        else:
+            got = {seen.split("/resolve/")[-1] for seen in FakeHub.seen if seen.startswith("GET")}
+            assert got == {f"main/{name}" for name in ("hyperparams.yaml", "encoder.ckpt", "masknet.ckpt",
+                                                       "decoder.ckpt", "README.md")}  # fmt: skip

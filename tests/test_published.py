@@ -39,7 +39,7 @@ def test_the_fixtures_cover_both_models_sources_rates_and_masks():
     assert {published(name)["model_name"] for name in FIXTURES} == {"ConvTasNet", "DPRNNTasNet"}
     assert {a["n_src"] for a in args} == {2, 3} and {a["sample_rate"] for a in args} == {8000, 16000}
     assert {a["mask_act"] for a in args} == {"sigmoid", "relu", "softmax"}
-    assert sum(f.stat().st_size for f in PUBLISHED.glob("*/*")) < 1_000_000
+    assert sum(f.stat().st_size for f in PUBLISHED.glob("*/*")) < 1_500_000  # with SpeechBrain's: 1.13 MB
     inputs = [torch.load(PUBLISHED / name / "reference.pt", weights_only=True)["input"] for name in FIXTURES]
     tails = [(x.shape[-1] - a["kernel_size"]) % a["stride"] for x, a in zip(inputs, args)]
     assert sum(t > 0 for t in tails) >= 3  # asteroid's zero tail
@@ -84,7 +84,7 @@ def test_file_and_folder_load_through_the_registry_and_the_tools(tmp_path, capsy
     assert net.provenance == {"format": "dnnsep"} and net.config.head == "gated"
     assert capsys.readouterr().err == ""
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match=r"empty: is a directory without pytorch_model\.bin"):
+    with pytest.raises(CheckpointError, match=r"empty: is a directory without a model \(pytorch_model\.bin, best\.pth, or SpeechBrain's"):
         models.load(tmp_path / "empty")
 
 

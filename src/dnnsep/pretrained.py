@@ -77,7 +77,7 @@ def load_model(
             raise CheckpointError(f"{path}: no such model file or folder (--model)")
         path = models.model_file(path)
     net = models.load(path, map_location="cpu")
-    if net.provenance.get("format") != "dnnsep":
+    if net.provenance.get("format") != "dnnsep" or net.provenance.get("licence"):
         print(f"model: {path} ({describe(net)})", file=sys.stderr)
     net, _ = guard_mps(net.to(device).eval())
     return net, path

@@ -2,14 +2,16 @@
 
 Every model is an encoder -> masker -> decoder :class:`~dnnsep.models.base.MaskingModel` with a
 config dataclass; tools never name a class: :func:`get` returns one by name and :func:`load`
-rebuilds whichever model a checkpoint holds: dnnsep's own, or a separator asteroid published
-(``pytorch_model.bin``, or a folder holding one), converted by :mod:`.asteroid_format`.  The
-model's ``provenance`` says which (``{"format": "dnnsep"}``, or asteroid's version, model, licence).
+rebuilds whichever model a checkpoint holds: dnnsep's own, a separator asteroid published
+(``pytorch_model.bin``, or a folder holding one), converted by :mod:`.asteroid_format`, or a SepFormer
+SpeechBrain published (a folder of ``hyperparams.yaml`` and ``*.ckpt``), converted by
+:mod:`.speechbrain_format`.  The model's ``provenance`` says which (``{"format": "dnnsep"}``, or the
+toolkit's format, model and licence).
 
 >>> get("dprnn_tasnet") is DPRNNTasNet, get("DPRNNTasNet") is DPRNNTasNet
 (True, True)
 >>> names()
-['conv_tasnet', 'dprnn_tasnet']
+['conv_tasnet', 'dprnn_tasnet', 'sepformer']
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import torch
 from .. import hub
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DnnsepError
-from . import asteroid_format
+from . import asteroid_format, speechbrain_format
 from .base import MaskingModel, ModelConfig
 from .conv_tasnet import ConvTasNet, ConvTasNetConfig
 from .dprnn_tasnet import DPRNNConfig, DPRNNTasNet
+from .sepformer import SepFormer, SepFormerConfig
 
 _REGISTRY: dict[str, type[MaskingModel]] = {}
 
@@ -67,36 +70,52 @@ def from_checkpoint_dict(ckpt: dict[str, Any], *, source: str = "checkpoint") ->
     if not isinstance(name, str) or _key(name) not in _REGISTRY:
         what = "no dnnsep model" if name is None else f"an unknown model {str(name)[:80]!r}"
         raise CheckpointError(f"{source}: holds {what} (known models: {', '.join(names())})")
-    return _REGISTRY[_key(name)].from_checkpoint_dict(ckpt, source=source)
+    model = _REGISTRY[_key(name)].from_checkpoint_dict(ckpt, source=source)
+    card = ckpt.get("card")  # a model shared with dnnsep.bin.share: its card's licence
+    if isinstance(card, dict) and isinstance(card.get("licence"), str):
+        model.provenance = {"format": "dnnsep", "model": model.model_name, "licence": card["licence"][:200]}
+    return model
+
+
+WEIGHT_FILES = (asteroid_format.FILE_NAME, "best.pth")  # a folder's weights: published (or shared) | dnnsep's
 
 
 def model_file(path: str | os.PathLike) -> Path:
-    """The checkpoint ``path`` names: the file itself, a folder's ``pytorch_model.bin`` (a published
-    model), or, for ``hf:OWNER/NAME[@REVISION]``, that repository's, downloaded (:mod:`dnnsep.hub`)."""
+    """The checkpoint ``path`` names: the file itself; in a folder, its ``pytorch_model.bin`` (asteroid's, or a
+    shared dnnsep model's) or ``best.pth``, or the folder itself when it holds a SpeechBrain separator
+    (``hyperparams.yaml`` and its ``*.ckpt``); ``hf:OWNER/NAME[@REVISION]``: that repository's, downloaded
+    (:mod:`dnnsep.hub`)."""
     if hub.is_reference(path):
-        return hub.download(path)
+        return model_file(hub.download(path))
     path = Path(path)
-    if not path.is_dir():
+    if path.name == speechbrain_format.HYPERPARAMS and path.is_file():
+        return path.parent
+    if not path.is_dir() or speechbrain_format.is_folder(path):
         return path
-    if not (path / asteroid_format.FILE_NAME).is_file():
-        raise CheckpointError(
-            f"{path}: is a directory without {asteroid_format.FILE_NAME} (a published model's weights); "
-            "pass a checkpoint file"
-        )
-    return path / asteroid_format.FILE_NAME
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(
+        f"{path}: is a directory without a model ({', '.join(WEIGHT_FILES)}, or SpeechBrain's "
+        f"{speechbrain_format.HYPERPARAMS}); pass a checkpoint file"
+    )
 
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MaskingModel:
     """Rebuild whichever registered model the checkpoint at ``path`` holds (``weights_only=True``).
 
-    ``path``: a dnnsep checkpoint, asteroid's ``pytorch_model.bin``, a folder holding one, or
-    ``hf:OWNER/NAME[@REVISION]`` (a repository on the Hugging Face Hub holding one).
+    ``path``: a dnnsep checkpoint, asteroid's ``pytorch_model.bin``, a SpeechBrain separator's folder, a
+    folder holding one of these, or ``hf:OWNER/NAME[@REVISION]`` (a Hugging Face Hub repository holding one).
     """
     path = model_file(path)
+    if speechbrain_format.is_folder(path):
+        model = from_checkpoint_dict(speechbrain_format.to_dnnsep(path), source=str(path))
+        model.provenance = speechbrain_format.provenance(path)
+        return model.to(map_location)
     return from_checkpoint_dict(load_checkpoint(path, map_location=map_location), source=str(path))
 
 
-for _cls in (DPRNNTasNet, ConvTasNet):
+for _cls in (DPRNNTasNet, ConvTasNet, SepFormer):
     register(_cls)
 
 __all__ = [
@@ -106,6 +125,8 @@ __all__ = [
     "DPRNNTasNet",
     "MaskingModel",
     "ModelConfig",
+    "SepFormer",
+    "SepFormerConfig",
     "from_checkpoint_dict",
     "get",
     "load",

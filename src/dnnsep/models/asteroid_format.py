@@ -195,10 +195,10 @@ def licence_of(ckpt: dict[str, Any]) -> str:
 
 
 class _Weights:
-    """asteroid's state dict read by name: each name taken once, the missing and the left-over ones reported."""
+    """A published state dict read by name: each name taken once, the missing and the left-over ones reported."""
 
-    def __init__(self, state: dict[str, Any], source: str):
-        self.state, self.source = state, source
+    def __init__(self, state: dict[str, Any], source: str, *, toolkit: str = "asteroid", config: str = "model_args"):
+        self.state, self.source, self.toolkit, self.config = state, source, toolkit, config
         self.used: set[str] = set()
         self.missing: list[str] = []
 
@@ -218,7 +218,9 @@ class _Weights:
                 more = f" and {len(items) - 3} more" if len(items) > 3 else ""
                 parts.append(f"{label}: {', '.join(items[:3])}{more}")
         if parts:
-            raise CheckpointError(f"{self.source}: asteroid weights do not match its model_args ({'; '.join(parts)})")
+            raise CheckpointError(
+                f"{self.source}: {self.toolkit} weights do not match its {self.config} ({'; '.join(parts)})"
+            )
 
 
 def _squeeze(t: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .base import MaskingModel, ModelConfig
-from .dual_path import CHUNK_PADDINGS, HEADS, MASKS, DualPathSeparator
+from .dual_path import CHUNK_PADDINGS, HEADS, MASKS, DualPathSeparator, rnn_paths
 from .norms import NORMS
 
 
@@ -112,14 +112,13 @@ class DPRNNTasNet(MaskingModel):
         return DualPathSeparator(
             in_channels=config.n_filters,
             bottleneck=config.bottleneck,
-            hidden=config.hidden,
+            make_paths=lambda: rnn_paths(channels=config.bottleneck, hidden=config.hidden, causal=config.causal),
             chunk_size=config.chunk_size,
             hop_size=config.hop_size,
             n_blocks=config.n_blocks,
             n_sources=config.n_sources,
             mask=config.mask,
             norm=config.norm,
-            causal=config.causal,
             chunk_padding=config.chunk_padding,
             head=config.head,
         )

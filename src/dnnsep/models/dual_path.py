@@ -1,8 +1,10 @@
 """The dual-path RNN separator of DPRNN-TasNet (Luo, Chen and Yoshioka, ICASSP 2020).
 
 A sequence of ``frames`` feature vectors is cut into overlapping chunks of ``chunk_size`` frames
-with hop ``hop_size``; dual-path blocks alternate an RNN *inside* each chunk (local axis) with an
-RNN *across* chunks (global axis); overlap-add turns the chunks back into a sequence.
+with hop ``hop_size``; dual-path blocks alternate a model *inside* each chunk (local axis) with a
+model *across* chunks (global axis); overlap-add turns the chunks back into a sequence.  The two
+models are RNNs in DPRNN (:func:`rnn_paths`) and transformers in SepFormer
+(:mod:`dnnsep.models.transformer`); the separator takes a factory of the pair.
 
 Layout: tensors are kept sequence-first and channel-last, the layout the LSTM kernels take without a
 copy: ``(chunk_size, chunks, batch, channels)`` for the intra-chunk RNN, whose sequences run along
@@ -22,8 +24,9 @@ torch.Size([100, 8, 2, 16])
 >>> torch.equal(overlap_add(segment(x, chunk_size=100, hop_size=50, padding="chunk"), frames=250, hop_size=50,
 ...                         padding="chunk"), 2 * x)
 True
->>> sep = DualPathSeparator(in_channels=16, bottleneck=8, hidden=12, chunk_size=10, hop_size=5,
-...                         n_blocks=2, n_sources=3, mask="softmax", norm="gln", causal=False)
+>>> paths = lambda: rnn_paths(channels=8, hidden=12, causal=False)  # one block's intra- and inter-chunk models
+>>> sep = DualPathSeparator(in_channels=16, bottleneck=8, make_paths=paths, chunk_size=10, hop_size=5,
+...                         n_blocks=2, n_sources=3, mask="softmax", norm="gln")
 >>> masks = sep(torch.rand(2, 16, 250))  # (batch, in_channels, frames)
 >>> masks.shape  # (batch, n_sources, in_channels, frames)
 torch.Size([2, 3, 16, 250])
@@ -33,6 +36,8 @@ True
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +46,9 @@ from .base import MASKS, masks_from_scores
 from .lstm import rnn_projection
 from .norms import make_norm
 
-CHUNK_PADDINGS = ("overlap", "chunk")  # zero frames at each end: chunk_size - hop_size | chunk_size (asteroid's)
+# zero frames at each end: chunk_size - hop_size | chunk_size (asteroid's) | SpeechBrain's: chunk_size - hop_size
+# in front, and at the back as many more as make an even number of chunks (at least one frame)
+CHUNK_PADDINGS = ("overlap", "chunk", "speechbrain")
 HEADS = ("linear", "gated")  # the masker's output layers (see DualPathSeparator)
 
 
@@ -58,14 +65,21 @@ def segment(x: torch.Tensor, *, chunk_size: int, hop_size: int, padding: str = "
     ``padding='overlap'``: both ends are padded with ``chunk_size - hop_size`` zero frames (the back
     a little more to fill the last chunk).  ``'chunk'`` (asteroid's ``unfold``): both ends with
     ``chunk_size`` zero frames, the back less what would start a chunk it cannot fill; so the
-    first chunk, and often the last, hold padding only.  Either way, with ``hop_size`` dividing
+    first chunk, and often the last, hold padding only.  ``'speechbrain'`` (with ``hop_size =
+    chunk_size / 2``): the front as ``'overlap'``, the back with 1 to ``chunk_size`` frames more,
+    so that the chunks are an even number.  Either way, with ``hop_size`` dividing
     ``chunk_size`` every frame lies in exactly ``chunk_size // hop_size`` chunks.
 
     Shape: x: (frames, batch, channels) -> (chunk_size, chunks, batch, channels), contiguous.
     """
     edge = chunk_edge(chunk_size=chunk_size, hop_size=hop_size, padding=padding)
     rest = (x.shape[0] + 2 * edge - chunk_size) % hop_size
-    back = edge - rest if padding == "chunk" else edge + (hop_size - rest) % hop_size
+    if padding == "chunk":
+        back = edge - rest
+    elif padding == "speechbrain":  # its Dual_Path_Model._padding: hop_size is chunk_size / 2 there
+        back = edge + chunk_size - (edge + x.shape[0] % chunk_size) % chunk_size
+    else:
+        back = edge + (hop_size - rest) % hop_size
     x = F.pad(x, (0, 0, 0, 0, edge, back))  # pad the frame axis
     chunks = x.unfold(0, chunk_size, hop_size)  # (chunks, batch, channels, chunk_size), a view
     return chunks.permute(3, 0, 1, 2).contiguous()
@@ -113,21 +127,28 @@ class RNNProjection(nn.Module):
         return rnn_projection(self, x)  # how it runs fast on each device: see dnnsep.models.lstm
 
 
-class DualPathBlock(nn.Module):
-    """Intra-chunk BiLSTM then inter-chunk (Bi)LSTM, each followed by linear, norm and residual.
+def rnn_paths(*, channels: int, hidden: int, causal: bool) -> tuple[nn.Module, nn.Module]:
+    """DPRNN's pair: an intra-chunk BiLSTM (``hidden // 2`` units per direction: it sees its own chunk
+    only) and an inter-chunk BiLSTM likewise, or, when ``causal``, a unidirectional LSTM of ``hidden``
+    units, so chunk s never sees chunks after s; each projected back to ``channels``."""
+    intra = RNNProjection(channels=channels, hidden=hidden, bidirectional=True)
+    return intra, RNNProjection(channels=channels, hidden=hidden, bidirectional=not causal)
 
-    The intra-chunk RNN is always bidirectional (``hidden // 2`` units per direction): it sees
-    its own chunk only.  The inter-chunk RNN is bidirectional likewise, or, when ``causal``, a
-    unidirectional LSTM of ``hidden`` units, so chunk s never sees chunks after s.
+
+class DualPathBlock(nn.Module):
+    """The intra-chunk model then the inter-chunk model, each followed by a norm and a residual sum.
+
+    ``intra`` and ``inter`` map ``(time, batch, channels)`` to the same shape, sequence first: the
+    RNNs of :func:`rnn_paths`, or SepFormer's transformers.
 
     Shape: (chunk_size, chunks, batch, channels) -> same.
     """
 
-    def __init__(self, *, channels: int, hidden: int, norm: str, causal: bool):
+    def __init__(self, *, intra: nn.Module, inter: nn.Module, channels: int, norm: str):
         super().__init__()
-        self.intra = RNNProjection(channels=channels, hidden=hidden, bidirectional=True)
+        self.intra = intra
         self.intra_norm = make_norm(norm, channels)
-        self.inter = RNNProjection(channels=channels, hidden=hidden, bidirectional=not causal)
+        self.inter = inter
         self.inter_norm = make_norm(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,6 +183,8 @@ def _add_norm_swapped(x: torch.Tensor, norm: nn.Module, y: torch.Tensor, *, batc
 class DualPathSeparator(nn.Module):
     """Norm, bottleneck, chunking, dual-path blocks, overlap-add, then the head: one mask per source.
 
+    ``make_paths()`` gives each block its intra- and inter-chunk models (:func:`rnn_paths` for DPRNN).
+
     ``head='linear'``: PReLU and one linear layer to ``n_sources * in_channels`` scores.  ``'gated'``
     (asteroid's): PReLU on the chunks, a linear layer to ``n_sources * bottleneck`` channels (asteroid
     runs this 1x1 conv before the overlap-add; here it runs after it, its bias counted once per chunk
@@ -176,14 +199,13 @@ class DualPathSeparator(nn.Module):
         *,
         in_channels: int,
         bottleneck: int,
-        hidden: int,
+        make_paths: Callable[[], tuple[nn.Module, nn.Module]],
         chunk_size: int,
         hop_size: int,
         n_blocks: int,
         n_sources: int,
         mask: str,
         norm: str,
-        causal: bool,
         chunk_padding: str = "overlap",
         head: str = "linear",
     ):
@@ -198,7 +220,8 @@ class DualPathSeparator(nn.Module):
         self.in_norm = make_norm(norm, in_channels)
         self.bottleneck = nn.Linear(in_channels, bottleneck)  # a 1x1 conv on channel-last input
         self.blocks = nn.ModuleList(
-            DualPathBlock(channels=bottleneck, hidden=hidden, norm=norm, causal=causal) for _ in range(n_blocks)
+            DualPathBlock(**dict(zip(("intra", "inter"), make_paths())), channels=bottleneck, norm=norm)
+            for _ in range(n_blocks)
         )
         self.out_act = nn.PReLU()
         if head == "linear":

@@ -1,0 +1,11 @@
+# shellcheck shell=bash
+# Separate the voices in an audio file, or in every audio file under a directory:
+#   . ./separate.sh INPUT [--model PATH] [--out_dir results/separated] [--skip_existing]
+# `bash separate.sh --help` lists the options.
+# Sourced from bash or zsh, or run as `bash separate.sh ...`; the work happens in a child process
+# (utils/recipe/separate.sh, the recipe template), so nothing (options, cd, exit, variables) leaks
+# into your shell.  This file is the same in every recipe directory.
+if [ -n "${ZSH_VERSION:-}" ]; then eval '_dnnsep_here=${${(%):-%x}:A:h}'; else _dnnsep_here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P); fi
+DNNSEP_RECIPE=$_dnnsep_here DNNSEP_PROG=separate.sh bash "$_dnnsep_here/../../../utils/recipe/separate.sh" "$@"
+# the status, with no variable left behind: eval expands it before unsetting
+eval "unset _dnnsep_here; return $? 2>/dev/null || exit $?"
