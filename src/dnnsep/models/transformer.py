@@ -7,7 +7,8 @@ SpeechBrain's ``SBTransformerBlock`` with ``norm_before``.  The attention's weig
 :class:`torch.nn.MultiheadAttention`'s (``in_proj_weight``, ``in_proj_bias``, ``out_proj``) and the
 attention itself is :func:`torch.nn.functional.scaled_dot_product_attention` (the fused kernels).
 
-Layout: sequence first, as :class:`~dnnsep.models.dual_path.DualPathBlock` gives it.
+Layout: a path takes and gives sequence-first tensors, as :class:`~dnnsep.models.dual_path.DualPathBlock`
+does; its layers run batch first.
 
 >>> import torch
 >>> path = TransformerPath(channels=16, layers=2, heads=4, ffn=32)
@@ -43,8 +44,14 @@ def positions(length: int, channels: int, *, device: torch.device | None = None)
 class SelfAttention(nn.Module):
     """Multi-head self-attention with :class:`torch.nn.MultiheadAttention`'s parameters.
 
-    Shape: (time, batch, channels) -> same.
+    Short sequences (at most :attr:`SHORT` steps: the inter-chunk path's, a few chunks) take two batched
+    matrix products and a softmax, faster there on a CPU than the fused kernel, which longer ones take
+    (its memory does not grow with the square of the length).
+
+    Shape: (batch, time, channels) -> same.
     """
+
+    SHORT = 96
 
     def __init__(self, channels: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -58,19 +65,22 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time, batch, channels = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (time, batch, 3 * channels)
-        qkv = qkv.view(time, batch, 3, self.heads, channels // self.heads).permute(2, 1, 3, 0, 4)
-        y = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], dropout_p=self.dropout if self.training else 0.0
-        )  # (batch, heads, time, head channels)
-        return self.out_proj(y.permute(2, 0, 1, 3).reshape(time, batch, channels))
+        batch, time, channels = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (batch, time, 3 * channels)
+        q, k, v = qkv.view(batch, time, 3, self.heads, channels // self.heads).permute(2, 0, 3, 1, 4)
+        dropout = self.dropout if self.training else 0.0
+        if time <= self.SHORT and not dropout and x.device.type == "cpu":
+            scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (batch, heads, time, time)
+            y = torch.matmul(torch.softmax(scores, dim=-1), v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (batch, heads, time, head channels)
+        return self.out_proj(y.transpose(1, 2).reshape(batch, time, channels))
 
 
 class TransformerLayer(nn.Module):
     """Pre-norm: ``x + attention(norm1(x))``, then ``x + ffn(norm2(x))``.
 
-    Shape: (time, batch, channels) -> same.
+    Shape: (batch, time, channels) -> same.
     """
 
     def __init__(self, *, channels: int, heads: int, ffn: int, dropout: float = 0.0):
@@ -84,13 +94,20 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, train = self.dropout, self.training
-        x = x + F.dropout(self.attention(self.norm1(x)), p, train)
-        h = F.dropout(F.relu(self.ffn_in(self.norm2(x))), p, train)
-        return x + F.dropout(self.ffn_out(h), p, train)
+        x = _residual(x, F.dropout(self.attention(self.norm1(x)), p, train))
+        h = F.relu(self.ffn_in(self.norm2(x)), inplace=True)  # in place: the linear layer's fresh output
+        return _residual(x, F.dropout(self.ffn_out(F.dropout(h, p, train)), p, train))
+
+
+def _residual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + y``; without autograd, into ``y`` (a sub-layer's fresh output), saving a tensor's allocation."""
+    return x + y if torch.is_grad_enabled() or y.dtype != x.dtype else y.add_(x)
 
 
 class TransformerPath(nn.Module):
     """Positions added, ``layers`` :class:`TransformerLayer`, a final layer norm.
+
+    The layers run batch first: one transposing copy in and one out, instead of one per layer.
 
     Shape: (time, batch, channels) -> same.
     """
@@ -103,7 +120,12 @@ class TransformerPath(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + positions(x.shape[0], x.shape[-1], device=x.device).unsqueeze(1).to(x.dtype)
+        time, batch, channels = x.shape
+        codes = positions(time, channels, device=x.device).to(x.dtype)  # (time, channels)
+        if torch.is_grad_enabled():
+            y = (x.transpose(0, 1) + codes).contiguous()  # batch first
+        else:  # the same, written straight into a contiguous tensor
+            y = torch.add(x.transpose(0, 1), codes, out=x.new_empty(batch, time, channels))
         for layer in self.layers:
-            x = layer(x)
-        return self.norm(x)
+            y = layer(y)
+        return self.norm(y).transpose(0, 1).contiguous()
