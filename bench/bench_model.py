@@ -349,7 +349,7 @@ def report(name: str, r: dict, long_seconds: float) -> None:
     if "train_step_s" in r:
         rows.append(("train step s (4 x 2 s)", r["train_step_s"]))
     for label, values in rows:
-        line = f"{label:32s}" + "".join(f"{k:>9s} {v:8.3f}" for k, v in values.items())
+        line = f"{label:32s}" + "".join(f" {k:>11s} {v:8.3f}" for k, v in values.items())
         for other in ("asteroid", "speechbrain"):
             if other in values:
                 line += f"   ours/{other} " + " ".join(

@@ -126,10 +126,10 @@ def report_list(folder: Path, env: dict, *, report_seed: int, tiny: bool) -> Pat
     return lists
 
 
-def score(best: str, lists: Path, out: Path, env: dict) -> dict:
+def score(best: str, lists: Path, out: Path, env: dict, *extra: str) -> dict:
     python = env.get("PYTHON", sys.executable)
     subprocess.run([python, "-m", "dnnsep.bin.evaluate", best, "--dataset_dir", str(lists), "--out_dir", str(out),
-                    "--n_examples", "0"], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+                    "--n_examples", "0", *extra], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     return {k: round(summary[k]["mean"], 3) for k in ("si_sdri", "sdri", "stoi", "pesq") if k in summary}
 

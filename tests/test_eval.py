@@ -110,5 +110,5 @@ def test_evaluate_errors_are_one_line(dataset, tmp_path):
         evaluate.main([str(path)])
     with pytest.raises(DnnsepError, match="no such mixture list"):
         evaluate.main([str(path), "--dataset_dir", str(tmp_path)])
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(CheckpointError, match=r"missing.pth: no such model file or folder \(--model\)"):
         evaluate.main([str(tmp_path / "missing.pth"), "--dataset_dir", str(dataset)])

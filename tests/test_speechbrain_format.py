@@ -175,3 +175,35 @@ def test_read_hyperparams_reads_tags_as_data_and_resolves_plain_references():
         speechbrain_format.read_hyperparams("a: !ref <b>\nb: !ref <a>\n")
     with pytest.raises(CheckpointError, match="is not a mapping"):
         speechbrain_format.read_hyperparams("- 1\n")
+
+
+@pytest.mark.slow
+def test_test_sh_scores_a_published_model_on_a_list_at_its_rate_and_refuses_another_rate(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*argv: str, ok: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([*argv], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert (done.returncode == 0) == ok, done.stderr[-3000:]
+        return done
+
+    run(sys.executable, "-m", "dnnsep.bin.make_corpus", str(tmp_path / "corpus"), "--engine", "numpy",
+        "--n_speakers", "4", "--utts_per_speaker", "2", "--seconds", "1.5", "2", "--quiet")  # fmt: skip
+    for n in ("2", "3"):
+        run(sys.executable, "-m", "dnnsep.bin.prepare", str(tmp_path / "data"), n, "--librispeech_root",
+            str(tmp_path / "corpus"), "--segment", "1", "--eval_segment", "1", "--n_train", "3", "--n_valid", "2",
+            "--n_test", "3", "--no_progress")  # fmt: skip
+    test_sh = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "sepformer" / "test.sh"
+    done = run("bash", str(test_sh), "--model", str(PUBLISHED / "sepformer_16k_3src"), "--dataset_dir",
+               str(tmp_path / "data"))  # fmt: skip
+    assert "test: 3 mixtures  SI-SDR" in done.stdout and "licence: apache-2.0" in done.stderr
+    summary = test_sh.parent / "results" / "eval" / "test-sepformer_16k_3src" / "summary.json"
+    try:
+        assert summary.is_file()  # beside the recipe, not inside the published model's folder
+        assert not (PUBLISHED / "sepformer_16k_3src" / "eval").exists()
+    finally:
+        shutil.rmtree(test_sh.parent / "results", ignore_errors=True)
+    done = run("bash", str(test_sh), "--model", str(PUBLISHED / "sepformer_8k_2src"), "--dataset_dir",
+               str(tmp_path / "data"), "--out_dir", str(tmp_path / "eval8k"), ok=False)  # fmt: skip
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.endswith(f"test.json: 16000 Hz, but {PUBLISHED / 'sepformer_8k_2src'} separates 8000 Hz audio")

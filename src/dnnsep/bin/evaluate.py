@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,14 +34,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import models, report
+from .. import report
 from ..audio import write_wavs
 from ..checkpoint import load_checkpoint, remove_stale_temporaries
 from ..cli import need_directory, os_error, printable, prog, run
 from ..device import guard_mps, select_device
 from ..errors import DnnsepError
 from ..inference import non_finite_parameters
-from ..pretrained import default_model_path
+from ..pretrained import load_model
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
 
@@ -74,6 +75,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=("test", "valid", "train"), help="which list (default: test)"
     )
     parser.add_argument("--out_dir", help="where results go (default: <experiment>/eval/<split>-<model name>)")
+    parser.add_argument(
+        "--reverb_target",
+        choices=("reverberant", "direct"),
+        help="in rooms, the references: each voice as heard, or its direct path and early reflections "
+        "(default: what the model was trained to give)",
+    )
     parser.add_argument("--n_examples", type=int, default=5, help="mixtures written as WAVs (default: 5)")
     parser.add_argument("--max_utterances", type=int, help="evaluate only the first N mixtures")
     parser.add_argument(
@@ -100,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_rows < 0:
         raise DnnsepError(f"--report_rows must be >= 0, got {args.report_rows}")
     given = args.model_option or args.model_path
-    model_path = Path(given).expanduser() if given else default_model_path(args.recipe_dir)
-    ckpt = load_checkpoint(model_path)
-    model = models.from_checkpoint_dict(ckpt, source=str(model_path))
+    # the one way tools load a model: a checkpoint, a published model's file or folder, or hf:OWNER/NAME
+    model, model_path = load_model(given, recipe_dir=args.recipe_dir, device="cpu")
+    dnnsep_file = model.provenance.get("format") == "dnnsep" and model_path.is_file()
+    ckpt = load_checkpoint(model_path) if dnnsep_file else {}  # its training config: the data it learnt from
     broken = non_finite_parameters(model)
     if broken:
         raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])})")
@@ -115,11 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DnnsepError(
             f"{lst}: no such mixture list; prepare the data (egs/librispeech/common/prepare.sh) or pass --dataset_dir"
         )
-    target = (ckpt.get("train_config") or {}).get("reverb_target")  # what the model learnt in rooms
+    target = args.reverb_target or (ckpt.get("train_config") or {}).get("reverb_target")  # what it learnt in rooms
     with _reading(lst):
         data = MixtureDataset(lst, reverb_target=target)
     if data.sample_rate != model.sample_rate:
         raise DnnsepError(f"{lst}: {data.sample_rate} Hz, but {model_path} separates {model.sample_rate} Hz audio")
+    if not args.out_dir and not dnnsep_file:  # a published model's folder, or the hub's cache: not there
+        name = re.sub(r"[^\w.-]+", "_", str(given).rstrip("/").split("/")[-1]) or "model"
+        args.out_dir = str(Path(args.recipe_dir) / "results" / "eval" / f"{args.split}-{name}")
     out_dir = need_directory(args.out_dir or default_out_dir(model_path, args.split), what="--out_dir")
     device = select_device(None if args.device == "auto" else args.device)
     model, device = guard_mps(model.to(device).eval())  # on MPS: checked against the CPU first
