@@ -1,6 +1,6 @@
 """Clean-trained against noisy-reverberant-trained: the mini DPRNN, each on a clean and on a noisy-reverberant test.
 
-    python bench/bench_rooms_quality.py [--seeds 111 112 113] [--out bench/results/rooms_quality.json] [--tiny]
+    python bench/bench_rooms_quality.py [--seeds 111 112 113] [--out bench/results/rooms_quality.json] [--add] [--tiny]
 
 For each training seed, two whole main jobs (``utils/run_main_job.sh``, the same 13-minute budget on
 the CPU): ``conf/mini.yaml`` (clean, anechoic mixtures) and ``conf/mini_noisy_reverb.yaml``
@@ -11,7 +11,8 @@ whose rooms and noise are drawn for the test list and never trained on, with one
 models: each voice's direct path and early reflections (``--reverb_target direct``).  The JSON holds every
 figure, the mean and spread over seeds, the CPU, and the issue's two checks: the noisy-reverberant
 model at least 3 dB above the clean one on the noisy-reverberant list, and within 1 dB of it on the
-clean list.  ``--tiny``: a few seconds of training per job (the tests run it).
+clean list.  ``--add``: run more seeds and add them to the runs already in ``--out`` (refused if that
+file was made on another CPU).  ``--tiny``: a few seconds of training per job (the tests run it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,18 @@ def main(argv=None) -> int:
     parser.add_argument("--work", help="where the jobs' experiments go (default: a temporary folder)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rooms_quality.json"), help="the JSON")
     parser.add_argument("--tiny", action="store_true", help="tiny jobs (a few seconds of training each)")
+    parser.add_argument(
+        "--add", action="store_true", help="add these seeds' runs to those already in --out (same CPU and settings)"
+    )
     args = parser.parse_args(argv)
+    earlier: list[dict] = []
+    if args.add and Path(args.out).is_file():
+        before = json.loads(Path(args.out).read_text())
+        if before["cpu"] != cpu() or before["isa"] != args.isa or before["tiny"] != args.tiny:
+            raise SystemExit(f"{args.out}: made on another CPU or with other settings; not adding to it")
+        earlier = before["runs"]
+        if {r["seed"] for r in earlier} & set(args.seeds):
+            raise SystemExit(f"{args.out}: already holds seeds {sorted({r['seed'] for r in earlier})}")
     env = {**os.environ, **ISA_ENV[args.isa]}
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="rooms_quality-") as tmp:
@@ -75,6 +87,7 @@ def main(argv=None) -> int:
             for name in configs:
                 run[name].pop("best")
             runs.append(run)
+    runs = earlier + runs
     table = {
         f"{model}_on_{test}": spread([r[f"{model}_on_{test}"]["si_sdri"] for r in runs])
         for model in CONFIGS
@@ -89,7 +102,7 @@ def main(argv=None) -> int:
         "cpu": cpu(),
         "isa": args.isa,
         "tiny": args.tiny,
-        "seeds": args.seeds,
+        "seeds": [r["seed"] for r in runs],
         "si_sdri": table,
         "noisy_reverb_gain_on_noisy_reverb_db": spread(gain),
         "clean_cost_db": spread(cost),

@@ -73,3 +73,15 @@ def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_p
                               "--voices", sorted(heard)[0], sorted(heard)[-1]], capture_output=True, text=True,
                              env=ENV)  # fmt: skip
     assert refused.returncode != 0 and "trained on (dev-clean): choose unheard ones" in refused.stderr
+
+
+def test_bench_rooms_quality_tiny_trains_both_models_and_scores_each_on_both_lists(tmp_path):
+    out = tmp_path / "rooms_quality.json"
+    run("bench_rooms_quality.py", "--tiny", "--seeds", "1", "--work", str(tmp_path / "work"), "--out", str(out))
+    written = json.loads(out.read_text())
+    assert sorted(written["si_sdri"]) == [
+        "clean_on_clean", "clean_on_noisy_reverb", "noisy_reverb_on_clean", "noisy_reverb_on_noisy_reverb"
+    ]  # fmt: skip
+    (run_,) = written["runs"]
+    assert run_["clean"]["test_list"] != run_["noisy_reverb"]["test_list"]  # each model on both lists
+    assert written["cpu"]["model"] and set(written["target_met"]) == {"gain_at_least_3_db", "within_1_db_on_clean"}

@@ -84,7 +84,8 @@ def test_file_and_folder_load_through_the_registry_and_the_tools(tmp_path, capsy
     assert net.provenance == {"format": "dnnsep"} and net.config.head == "gated"
     assert capsys.readouterr().err == ""
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match=r"empty: is a directory without a model \(pytorch_model\.bin, best\.pth, or SpeechBrain's"):
+    without = r"empty: is a directory without a model \(pytorch_model\.bin, best\.pth, or SpeechBrain's"
+    with pytest.raises(CheckpointError, match=without):
         models.load(tmp_path / "empty")
 
 

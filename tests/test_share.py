@@ -71,5 +71,7 @@ def test_share_refuses_an_existing_folder_and_models_it_did_not_train(experiment
         "already exists; give a new folder (share writes a whole folder)"
     )
     done = share(str(tmp_path / "new"), "--model", str(PUBLISHED / "sepformer_8k_2src"))
-    assert done.returncode == 2 and "a speechbrain model; share shares models trained with dnnsep" in done.stderr
-    assert not (tmp_path / "new").exists() and len(done.stderr.strip().splitlines()) == 1
+    said = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and said[-1].endswith("a speechbrain model; share shares models trained with dnnsep")
+    assert said[0].startswith("model: ") and len(said) == 2  # which model it is, then the error
+    assert not (tmp_path / "new").exists()

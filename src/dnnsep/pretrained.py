@@ -19,7 +19,8 @@ import torch
 
 from . import hub, models
 from .device import guard_mps
-from .errors import CheckpointError
+from .errors import CheckpointError, DnnsepError
+from .inference import non_finite_parameters
 
 MAIN_JOB = "bash run.sh --config conf/mini.yaml"  # the recipe's main job, as the README gives it
 
@@ -63,7 +64,8 @@ def load_model(
 
     ``model``: a checkpoint, asteroid's ``pytorch_model.bin``, a folder holding one (``path`` is then
     that file), or ``hf:OWNER/NAME[@REVISION]`` (:mod:`dnnsep.hub`; ``path`` is the cached file); a
-    converted model is described on stderr (:func:`describe`).  On MPS,
+    converted model is described on stderr (:func:`describe`).  Weights holding NaN or infinite values are
+    refused (one line).  On MPS,
     :func:`~dnnsep.device.guard_mps` checks the model's output first and may keep it on the CPU (the
     model's device says where it runs).
     """
@@ -77,6 +79,10 @@ def load_model(
             raise CheckpointError(f"{path}: no such model file or folder (--model)")
         path = models.model_file(path)
     net = models.load(path, map_location="cpu")
+    broken = non_finite_parameters(net)
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise DnnsepError(f"{path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])}{more})")
     if net.provenance.get("format") != "dnnsep" or net.provenance.get("licence"):
         print(f"model: {path} ({describe(net)})", file=sys.stderr)
     net, _ = guard_mps(net.to(device).eval())

@@ -40,7 +40,6 @@ from ..checkpoint import load_checkpoint, remove_stale_temporaries
 from ..cli import need_directory, os_error, printable, prog, run
 from ..device import guard_mps, select_device
 from ..errors import DnnsepError
-from ..inference import non_finite_parameters
 from ..pretrained import load_model
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
 from ..training.records import write_text
@@ -111,9 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, model_path = load_model(given, recipe_dir=args.recipe_dir, device="cpu")
     dnnsep_file = model.provenance.get("format") == "dnnsep" and model_path.is_file()
     ckpt = load_checkpoint(model_path) if dnnsep_file else {}  # its training config: the data it learnt from
-    broken = non_finite_parameters(model)
-    if broken:
-        raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])})")
     dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
     if not dataset_dir or not isinstance(dataset_dir, str):
         raise DnnsepError(f"{model_path}: does not say which data it was trained on; pass --dataset_dir")

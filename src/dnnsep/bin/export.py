@@ -33,7 +33,6 @@ import torch
 from ..checkpoint import atomic_write, remove_stale_temporaries
 from ..cli import check_number, need_directory, os_error, prog, run
 from ..errors import DnnsepError
-from ..inference import non_finite_parameters
 from ..pretrained import add_model_options, load_model
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -183,9 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 7 <= args.opset <= 99:
         raise DnnsepError(f"--opset must be an ONNX opset version (7 to 99), got {args.opset}")
     model, model_path = load_model(args.model, recipe_dir=args.recipe_dir, device=torch.device("cpu"))
-    broken = non_finite_parameters(model)
-    if broken:
-        raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({', '.join(broken[:3])})")
     output = Path(args.output).expanduser() if args.output else model_path.with_suffix(SUFFIXES[args.format])
     if output.is_dir():
         raise DnnsepError(f"{output}: is a directory; pass --output PATH/TO/FILE{SUFFIXES[args.format]}")

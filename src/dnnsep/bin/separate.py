@@ -45,7 +45,7 @@ from ..checkpoint import remove_stale_temporaries
 from ..cli import check_number, need_directory, os_error, printable, prog, run
 from ..device import select_device
 from ..errors import AudioError, DnnsepError
-from ..inference import non_finite_parameters, protect_from_clipping, scale_estimates, separate_long
+from ..inference import protect_from_clipping, scale_estimates, separate_long
 from ..pretrained import add_model_options, load_model
 
 MIN_SECONDS = 0.1  # shorter inputs are refused: too short to hold speech, or to separate meaningfully
@@ -189,9 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = select_device(args.device)
     model, model_path = load_model(args.model, recipe_dir=args.recipe_dir, device=device)
-    broken = non_finite_parameters(model)
-    if broken:
-        raise DnnsepError(f"{model_path}: the model's weights hold NaN or infinite values ({_list(broken)})")
     chunk = round(args.chunk_seconds * model.sample_rate)
     if args.chunk_seconds and round(args.overlap * chunk) < 1:
         raise DnnsepError(f"--overlap {args.overlap} of a {args.chunk_seconds} s chunk is less than one sample")

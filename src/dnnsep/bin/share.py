@@ -33,7 +33,7 @@ from .. import __version__, hub, models
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..cli import need_directory, printable, prog, run
 from ..errors import DnnsepError
-from ..inference import non_finite_parameters
+from ..pretrained import load_model
 
 CARD_FILE, WEIGHTS, CONFIG = "README.md", hub.FILE_NAME, "config.yaml"
 LIBRISPEECH = "LibriSpeech (CC BY 4.0, openslr.org/12)"
@@ -180,16 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = need_directory(args.out_dir, what="OUT_DIR")
     if out.exists():
         raise DnnsepError(f"{out}: already exists; give a new folder (share writes a whole folder)")
-    path = Path(args.model).expanduser()
-    if not path.exists():
-        raise DnnsepError(f"{path}: no such model file (--model)")
-    path = models.model_file(path)
-    model = models.load(path).eval()
+    model, path = load_model(args.model, recipe_dir=".", device="cpu")  # the tools' one loading path
     if model.provenance.get("format") != "dnnsep":
         raise DnnsepError(f"{path}: a {model.provenance.get('format')} model; share shares models trained with dnnsep")
-    broken = non_finite_parameters(model)
-    if broken:
-        raise DnnsepError(f"{path}: its weights hold NaN or infinite values ({broken}); the model is broken")
     ckpt = load_checkpoint(path)  # a dnnsep checkpoint: a file
     train = ckpt.get("train_config") if isinstance(ckpt.get("train_config"), dict) else {}
     facts = card_facts(ckpt, path, licence=printable(args.licence, limit=80), data=args.data)
