@@ -8,9 +8,8 @@ megabytes in every layer of every step, so the same memory is mapped again and a
 up to ``limit`` bytes from one heap shared by all threads and to keep up to ``limit`` bytes free at
 its top, as preloading jemalloc or tcmalloc does in PyTorch's CPU performance guide.
 
-Measured on 2 cores for the default model (``bench/bench_model.py --malloc``): a CPU training step
-(4 x 2 s) goes from about 4.9 s to 4.0 s, but the process keeps what it once used: 5.4 GB resident
-after a few steps of 2-3 s batches instead of 1.4 GB.  Hence opt-in: the command-line tools
+It makes CPU training steps faster but the process keeps what it once used (``bench/bench_model.py
+--malloc``; the figures are in docs/benchmarks.md).  Hence opt-in: the command-line tools
 call it when ``DNNSEP_MALLOC=reuse`` is set (:func:`dnnsep.cli.run`).  Off Linux or glibc it does
 nothing.
 """

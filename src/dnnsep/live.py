@@ -42,8 +42,8 @@ from .streaming import StreamingSeparator, guard_mps_stream
 
 METER_DB = 60  # the level meter's range, in dB below full scale
 # torch intra-op threads while streaming on CPU: a DPRNN chunk's LSTMs run at batch 1, which a second
-# thread does not speed up (RTF 0.21-0.22 on 1 and 2 threads, 20 ms blocks), while it makes the
-# slowest blocks several times slower (p99 6-7 ms against 9-20 ms, max 7-8 against 31-42 ms): bench/README.md
+# thread does not speed up, while it makes the slowest blocks slower (bench/bench_streaming.py; the
+# figures are in bench/README.md)
 LIVE_THREADS = 1
 
 

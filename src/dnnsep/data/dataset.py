@@ -15,7 +15,7 @@ or stretched to ``frames``, which plays the speech ``f`` times faster and ``f`` 
 
 A small list (all its utterances within :data:`CACHE_MB` as float32, e.g. the main job's half hour)
 keeps each file whole in memory once read, so an epoch decodes nothing twice: the same samples as
-reading the slice from disk, about 1 ms less per source read.  A large one (LibriSpeech's training
+reading the slice from disk, without decoding it again (bench/README.md).  A large one (LibriSpeech's training
 sets) reads the slices from disk every time.
 
 A mixture may sit in a room and in noise (:mod:`dnnsep.data.scene`): then ``mixture`` is the sum of

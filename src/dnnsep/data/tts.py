@@ -11,7 +11,7 @@ Other engines considered: festival and flite (Debian packages, but a handful of 
 (non-free, not in Debian main; one voice per language), mimic (not packaged), piper-tts and coqui-tts
 (PyPI, but their voices are model weights fetched from a hub at run time: not offline).  espeak-ng is one
 small package (``apt-get install espeak-ng``, also on macOS via Homebrew) whose ~80 usable variants x pitch
-x speed give as many distinct voices as a corpus needs, and it synthesises ~100x faster than real time.
+x speed give as many distinct voices as a corpus needs, and it synthesises much faster than real time.
 
 The audio is byte-identical for a seed on a given espeak-ng version (its output is deterministic;
 resampling to 16 kHz is plain NumPy).

@@ -38,7 +38,7 @@ def _tracing() -> bool:
 
 class _PReLU(torch.autograd.Function):
     # On the CPU, forward and input gradient by leaky ReLU's kernels with the slope read as a number
-    # (F.prelu's backward is ~10x slower there); on a GPU the slope stays a tensor, since reading it
+    # (F.prelu's backward is slower there: docs/benchmarks.md); on a GPU the slope stays a tensor, since reading it
     # would wait for the device once per PReLU.  The slope's gradient is one dot product,
     # sum(grad * min(x, 0)), accumulated in float32 whatever the activations' dtype (see _dot32).
     @staticmethod
