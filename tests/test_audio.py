@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dnnsep.audio import DownmixWarning, read_audio, resample, write_wav, write_wavs
+from dnnsep.audio import DownmixWarning, StreamResampler, read_audio, resample, write_wav, write_wavs
 from dnnsep.errors import AudioError
 
 
@@ -188,3 +188,23 @@ def test_polyphase_and_per_output_paths_agree(monkeypatch):
     monkeypatch.setattr(audio, "_MAX_PHASE_WEIGHTS", 0)
     direct = resample(x, 22050, 16000)
     np.testing.assert_allclose(direct, table, atol=1e-5)
+
+
+@pytest.mark.parametrize("orig, new", [(48000, 16000), (44100, 16000), (16000, 48000), (8000, 16000), (16000, 16000),
+                                       (22050, 16000)])  # fmt: skip
+def test_a_stream_resampled_block_by_block_equals_the_whole_stream_resampled(orig, new):
+    rng = np.random.default_rng(orig + new)
+    x = rng.standard_normal(orig // 4).astype(np.float32)  # a quarter of a second
+    want = resample(x, orig, new)
+    for sizes in ([1, 7, 333, 5000], [orig // 100], [len(x)]):  # odd blocks, 10 ms blocks, all at once
+        stream, pieces, i, k = StreamResampler(orig, new), [], 0, 0
+        while i < len(x):
+            n = sizes[k % len(sizes)]
+            pieces.append(stream.push(x[i : i + n]))
+            i, k = i + n, k + 1
+            assert len(stream.buffer) <= n + 2 * stream.delay + orig  # bounded: what the next outputs need
+        pieces.append(stream.flush())
+        got = np.concatenate(pieces)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-6, err_msg=f"{orig}->{new} in blocks {sizes}")
+    assert stream.sent == 0 and stream.flush().shape == (0,)  # flush starts a new stream

@@ -8,6 +8,7 @@ file and write what is played to another (neither is paced, so separation always
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -100,6 +101,62 @@ def test_live_for_n_seconds_writes_and_plays(name, latency_ms, capture, models_d
     assert np.abs(estimates[1]).max() > 0
 
 
+def check_resampled(model_path: Path, mixture: np.ndarray, estimates: list[np.ndarray], rate: int) -> None:
+    """The files hold: the capture resampled to the model's rate, the streaming engine, its voices resampled back."""
+    from dnnsep.audio import resample
+
+    engine = StreamingSeparator(models.load(model_path).eval())
+    x = resample(mixture.astype(np.float32) / 32768, rate, RATE)
+    blocks = [engine.push(x[i : i + 1234]) for i in range(0, len(x), 1234)]
+    voices = np.concatenate([*blocks, engine.flush()], axis=1)  # (n_sources, model-rate samples)
+    expected = to_pcm16(resample(voices, RATE, rate)[:, : len(mixture)])
+    for k, est in enumerate(estimates):
+        assert np.abs(est.astype(int) - expected[k]).max() <= 2  # float rounding, in two resamplers and the model
+
+
+@pytest.mark.slow
+def test_live_at_another_rate_resamples_both_ways_and_writes_at_the_devices_rate(capture, models_dir, tmp_path):
+    conf, pcm = capture  # the same raw samples, now taken as 48 kHz
+    out = tmp_path / "out"
+    run = live(["--model", str(models_dir / "causal.pth"), "--seconds", "1", "--sample_rate", "48000", "--play", "1",
+                "--out_dir", str(out)], conf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert "records at 48000 Hz: resampled to the model's 16000 Hz, the voices back to 48000 Hz" in stderr
+    mixture, rate = sf.read(out / "mixture.wav", dtype="int16")
+    assert rate == 48000 and "Separated 1.0 s live" in stdout
+    np.testing.assert_array_equal(mixture, pcm[:48000])  # every captured sample, at the device's rate
+    estimates = [sf.read(out / f"estimated-{k}.wav", dtype="int16") for k in range(2)]
+    assert all(r == 48000 and len(e) == len(mixture) for e, r in estimates)
+    check_resampled(models_dir / "causal.pth", mixture, [e for e, _ in estimates], 48000)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "played.raw", "<i2"), estimates[1][0])
+
+
+@pytest.mark.slow
+def test_a_device_that_cannot_record_at_the_models_rate_records_at_its_own(capture, models_dir, tmp_path):
+    from conftest import FAKE_AUDIO
+
+    conf, pcm = capture
+    files = json.loads(conf.with_suffix(".json").read_text())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_AUDIO), os.environ.get("PYTHONPATH")])),
+           "DNNSEP_FAKE_AUDIO_IN": files["in"], "DNNSEP_FAKE_AUDIO_RATE": "44100"}  # fmt: skip
+    model = str(models_dir / "causal.pth")
+    cmd = [sys.executable, "-m", "dnnsep.bin.demo", "--live", "--device", "cpu", "--model", model, "--seconds", "0.5",
+           "--out_dir", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "records at 44100 Hz: resampled to the model's 16000 Hz" in done.stderr
+    mixture, rate = sf.read(tmp_path / "out" / "mixture.wav", dtype="int16")
+    assert rate == 44100 and len(mixture) == 22050
+    estimate, rate = sf.read(tmp_path / "out" / "estimated-0.wav", dtype="int16")
+    assert rate == 44100 and len(estimate) == 22050
+    env["DNNSEP_FAKE_AUDIO_RATE"] = "1"  # a device that records at no usable rate
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
+        "cannot record 16-bit mono at 16000 Hz, nor at its own rate"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_leaves_complete_files(sig, capture, models_dir, tmp_path):
@@ -153,7 +210,7 @@ def test_bad_live_options(models_dir):
     for args, message in [
         (["--play", "2"], r"--play 2: the model separates 2 voices \(0\.\.1\)"),
         (["--seconds", "0"], "--seconds must be positive"),
-        (["--sample_rate", "8000"], r"--live records at the model's rate \(16000 Hz\)"),
+        (["--sample_rate", "800"], r"--sample_rate must be at least 1000 Hz"),
         (["--threads", "0"], "--threads must be at least 1"),
     ]:
         with pytest.raises(DnnsepError, match=message):

@@ -57,3 +57,22 @@ def test_no_experiment_names_the_main_job(tmp_path):
     with pytest.raises(CheckpointError, match="run.sh --config conf/mini.yaml"):
         separate.main([str(tmp_path / "a.wav"), "--recipe_dir", str(recipe)])
     shutil.rmtree(recipe)
+
+
+def test_causal_models_are_told_by_their_model_args_not_their_directory_names(tmp_path):
+    recipe = tmp_path / "recipe"
+    causal = _experiment(recipe, "exp", causal=True, age=50)
+    noncausal = _experiment(recipe, "exp-synthetic")
+    # a directory name that says otherwise (renamed, or an older layout) changes nothing
+    renamed = recipe / "exp" / "moved" / "model" / "best.pth"
+    renamed.parent.mkdir(parents=True)
+    shutil.copy(noncausal, renamed)
+    misnamed = recipe / "exp" / "x_causal_y" / "seed1" / "model" / "best.pth"
+    misnamed.parent.mkdir(parents=True)
+    shutil.copy(noncausal, misnamed)
+    os.utime(renamed, (0, 0)), os.utime(misnamed, (1, 1))
+    assert experiment_models(recipe, causal=True) == [causal]
+    assert experiment_models(recipe, causal=False) == [noncausal, misnamed, renamed]
+    (recipe / "exp" / "broken" / "model").mkdir(parents=True)
+    (recipe / "exp" / "broken" / "model" / "best.pth").write_bytes(b"not a checkpoint")
+    assert experiment_models(recipe, causal=True) == [causal]  # an unreadable file is left out of a filtered list

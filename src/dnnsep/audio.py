@@ -196,6 +196,65 @@ def resample(
     return y.cpu().numpy() if is_numpy else y
 
 
+class StreamResampler:
+    """:func:`resample` over a stream that arrives in blocks: the same samples, block by block.
+
+    :meth:`push` returns the output samples whose filter window the input received so far covers
+    (each output lags its input by the filter's half-length, :attr:`delay` input samples: about 2 ms
+    at 16 kHz); :meth:`flush`, at the end of the stream, the rest, the input taken as zero after its
+    end as :func:`resample` takes it.  Concatenated, the outputs equal :func:`resample` of the whole
+    stream (to float rounding).  Memory stays bounded: only the input the next outputs need is kept.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal(4800).astype(np.float32)
+    >>> stream = StreamResampler(48000, 16000)
+    >>> y = np.concatenate([stream.push(x[i : i + 480]) for i in range(0, 4800, 480)] + [stream.flush()])
+    >>> y.shape, bool(np.abs(y - resample(x, 48000, 16000)).max() < 1e-5)
+    ((1600,), True)
+    """
+
+    def __init__(self, orig_sr: int, new_sr: int, **options: float):
+        resample(np.zeros(1, np.float32), orig_sr, new_sr, **options)  # checks the rates and options
+        self.orig_sr, self.new_sr, self.options = int(orig_sr), int(new_sr), options
+        g = math.gcd(self.orig_sr, self.new_sr)
+        self.up, self.down = self.new_sr // g, self.orig_sr // g
+        cutoff = options.get("rolloff", 0.9) * min(1.0, self.up / self.down)
+        self.delay = math.ceil(options.get("zero_crossings", 32) / cutoff) + 1  # input samples each output reads
+        self.buffer = np.zeros(0, np.float32)
+        self.start = 0  # the stream index of buffer[0], a multiple of ``down``
+        self.received = 0  # input samples so far
+        self.sent = 0  # output samples so far
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Shape: block (samples,) float -> (samples out,) float32."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self.buffer = np.concatenate([self.buffer, block])
+        self.received += len(block)
+        last = self.received - 1 - self.delay  # the latest input time an output may sit at
+        return self._emit(-1 if last < 0 else last * self.up // self.down + 1)
+
+    def flush(self) -> np.ndarray:
+        """The outputs left at the end of the stream; the resampler then starts a new stream."""
+        out = self._emit(-(-self.received * self.up // self.down))
+        self.__init__(self.orig_sr, self.new_sr, **self.options)
+        return out
+
+    def _emit(self, end: int) -> np.ndarray:
+        """Outputs ``sent .. end - 1``, from the buffer (taken as zero around it, as resample takes its input)."""
+        if end <= self.sent or not len(self.buffer):
+            return np.zeros(0, np.float32)
+        if self.up == self.down:
+            y = self.buffer
+        else:
+            y = resample(self.buffer, self.orig_sr, self.new_sr, **self.options)
+        first = self.start * self.up // self.down  # the stream index of y[0]
+        out = np.array(y[self.sent - first : end - first], dtype=np.float32)
+        self.sent = end
+        keep = max(self.start, (self.sent * self.down // self.up - self.delay) // self.down * self.down)
+        self.buffer, self.start = self.buffer[keep - self.start :], keep
+        return out
+
+
 def _kernel(t: torch.Tensor, cutoff: float, half: float, beta: float) -> torch.Tensor:
     """Lowpass impulse response at input-sample offsets ``t`` (float64), zero for ``|t| > half``.
 

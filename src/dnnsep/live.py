@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from . import report
+from .audio import StreamResampler
 from .device import select_device
 from .errors import DnnsepError
 from .pretrained import load_model
@@ -79,8 +80,8 @@ def main(args: argparse.Namespace) -> int:
     if args.play is not None and not 0 <= args.play < model.n_sources:
         voices = model.n_sources
         raise DnnsepError(f"--play {args.play}: the model separates {voices} voices (0..{voices - 1})")
-    if args.sample_rate is not None and args.sample_rate != model.sample_rate:
-        raise DnnsepError(f"--live records at the model's rate ({model.sample_rate} Hz), not --sample_rate")
+    if args.sample_rate is not None and args.sample_rate < 1000:
+        raise DnnsepError("--sample_rate must be at least 1000 Hz")
     engine = StreamingSeparator(model)  # refuses a model that looks ahead, before any device opens
     if model.device.type == "mps":  # load_model checked the offline pass on MPS; the stream runs other code
         model = guard_mps_stream(model)
@@ -105,11 +106,12 @@ def main(args: argparse.Namespace) -> int:
             play=args.play,
             block=max(1, int(round(args.block_ms * rate / 1000))),
             device_index=args.device_index,
+            device_rate=args.sample_rate,
             verbose=args.verbose,
         )
     finally:
         torch.set_num_threads(before)
-    seconds = summary["samples"] / rate
+    seconds = summary["seconds"]
     print(
         f"Separated {seconds:.1f} s live into {model.n_sources} voices, real-time factor {summary['rtf']:.2f}"
         f"{' (' + summary['stopped'] + ')' if summary['stopped'] else ''}"
@@ -142,16 +144,23 @@ def run_live(
     play: int | None,
     block: int,
     device_index: int | None = None,
+    device_rate: int | None = None,
     verbose: bool = False,
     status=sys.stderr,
 ) -> dict:
     """Capture, separate, write and play until ``seconds`` of audio, Ctrl-C or SIGTERM.
 
-    Returns ``{"samples": captured samples separated, "rtf": ..., "stopped": why or "", "files": [...]}``.
-    """
-    from .capture import _quiet_stderr, _supports, choose_device, open_input, open_portaudio
+    The device records at ``device_rate`` (default: the model's rate), or, if it cannot, at its own
+    default rate; at a rate other than the model's, the capture is resampled to the model's block by
+    block (:class:`~dnnsep.audio.StreamResampler`) and the estimates back to the device's, at which
+    every file is written and the chosen voice played (said on ``status``).
 
-    rate = engine.sample_rate
+    Returns ``{"samples": captured samples separated, "seconds": ..., "rate": the files' rate, "rtf": ...,
+    "stopped": why or "", "files": [...]}``.
+    """
+    from .capture import _quiet_stderr, choose_device, open_input, open_portaudio
+
+    model_rate = engine.sample_rate
     pyaudio, pa = open_portaudio(verbose=verbose)
     stop = threading.Event()
     handlers = {}
@@ -159,11 +168,28 @@ def run_live(
     try:
         info = choose_device(pa, device_index)
         index, name = int(info["index"]), info["name"]
-        if not _supports(pa, pyaudio, index, rate, verbose=verbose):
-            raise DnnsepError(
-                f"input device {index} ({name}) cannot record 16-bit mono at {rate} Hz, the model's rate "
-                "(--live does not resample)"
+        rate = _recording_rate(pa, pyaudio, info, device_rate or model_rate, verbose=verbose)
+        resampling = rate != model_rate
+        if resampling:
+            print(
+                f"note: input device {index} ({name}) records at {rate} Hz: resampled to the model's "
+                f"{model_rate} Hz, the voices back to {rate} Hz (written and played at {rate} Hz)",
+                file=status,
             )
+            block = max(1, round(block * rate / model_rate))
+            to_model = StreamResampler(rate, model_rate)
+            to_device = [StreamResampler(model_rate, rate) for _ in range(engine.n_sources)]
+
+        def separate(pcm: np.ndarray | None) -> np.ndarray:
+            """A block of the device's samples (None: the end) -> the voices due, at the device's rate."""
+            if not resampling:
+                return engine.flush() if pcm is None else engine.push(pcm)
+            if pcm is None:
+                out = np.concatenate([engine.push(to_model.flush()), engine.flush()], axis=1)
+                return np.stack([np.concatenate([r.push(o), r.flush()]) for r, o in zip(to_device, out)])
+            out = engine.push(to_model.push(pcm.astype(np.float32) / 32768.0))
+            return np.stack([r.push(o) for r, o in zip(to_device, out)])
+
         captured: queue.Queue[bytes | None] = queue.Queue()  # unbounded: the callback never waits, never drops
         limit = None if seconds is None else int(round(seconds * rate))
         counts = {"captured": 0, "overflows": 0}
@@ -204,20 +230,21 @@ def run_live(
                 break
             pcm = np.frombuffer(data, "<i2")
             start = time.perf_counter()
-            out = engine.push(pcm)  # (n_sources, samples due)
+            out = separate(pcm)  # (n_sources, samples due)
             compute += time.perf_counter() - start
             processed += len(pcm)
             _write(writer, player, play, pcm, out)
             meter.update(out, seconds=processed / rate, rtf=compute / max(processed / rate, 1e-9),
                          backlog=captured.qsize() * block / rate)  # fmt: skip
         capture.stop_stream()
-        _write(writer, player, play, None, engine.flush())
+        _write(writer, player, play, None, separate(None))
         meter.done()
         if counts["overflows"]:
             print(f"warning: the input device dropped samples {counts['overflows']} times", file=status)
         files = writer.close()
         writer = None
-        return {"samples": processed, "rtf": compute / max(processed / rate, 1e-9), "stopped": stopped, "files": files}
+        return {"samples": processed, "seconds": processed / rate, "rate": rate,
+                "rtf": compute / max(processed / rate, 1e-9), "stopped": stopped, "files": files}  # fmt: skip
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -228,6 +255,19 @@ def run_live(
                 if stream is not None:
                     stream.close()
             pa.terminate()
+
+
+def _recording_rate(pa, pyaudio, info: dict, wanted: int, *, verbose: bool) -> int:
+    """``wanted`` if the device records 16-bit mono at it, else the device's own default rate; one line if neither."""
+    from .capture import _supports
+
+    index, name = int(info["index"]), info["name"]
+    if _supports(pa, pyaudio, index, wanted, verbose=verbose):
+        return wanted
+    own = int(float(info.get("defaultSampleRate") or 0))
+    if own >= 1000 and own != wanted and _supports(pa, pyaudio, index, own, verbose=verbose):
+        return own
+    raise DnnsepError(f"input device {index} ({name}) cannot record 16-bit mono at {wanted} Hz, nor at its own rate")
 
 
 def _stop_handler(stop: threading.Event):

@@ -21,20 +21,18 @@ from . import hub, models
 from .device import guard_mps
 from .errors import CheckpointError, DnnsepError
 from .inference import non_finite_parameters
+from .training.experiment import recipe_models
 
 MAIN_JOB = "bash run.sh --config conf/mini.yaml"  # the recipe's main job, as the README gives it
 
 
 def experiment_models(recipe_dir: str | os.PathLike, *, causal: bool | None = None) -> list[Path]:
-    """Every ``model/best.pth`` under ``<recipe_dir>/exp*/``, the most recent first.
+    """Every experiment's ``best.pth`` under ``<recipe_dir>/exp*/``, the most recent first.
 
-    ``causal=True`` keeps causal models only (their experiment directory says ``_causal_``).
+    ``causal=True`` keeps causal models only, as their checkpoints' ``model_args`` say
+    (:func:`dnnsep.training.experiment.recipe_models`).
     """
-    recipe = Path(recipe_dir)
-    found = [p for d in sorted(recipe.glob("exp*")) if d.is_dir() for p in d.glob("**/model/best.pth")]
-    if causal is not None:
-        found = [p for p in found if any(("_causal_" in part) == causal for part in p.parts[-6:-3])]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    return recipe_models(recipe_dir, causal=causal)
 
 
 def default_model_path(recipe_dir: str | os.PathLike, *, causal: bool | None = None, quiet: bool = False) -> Path:

@@ -4,7 +4,8 @@
 The tests put this folder first on the child's PYTHONPATH.  Like ALSA's ``file`` PCM as the tests set it
 up: one default device that captures the raw int16 samples of ``DNNSEP_FAKE_AUDIO_IN`` (unpaced: reads
 return at once; past the end, silence) and appends what it plays to ``DNNSEP_FAKE_AUDIO_OUT``; no
-``DNNSEP_FAKE_AUDIO_IN``: no device at all.  Only what dnnsep calls is here.
+``DNNSEP_FAKE_AUDIO_IN``: no device at all.  ``DNNSEP_FAKE_AUDIO_RATE=HZ``: a device that records at that
+rate only (its default rate); otherwise any rate, 16 kHz by default.  Only what dnnsep calls is here.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ class PyAudio:
     def __init__(self):
         self._in = os.environ.get("DNNSEP_FAKE_AUDIO_IN") or None
         self._out = os.environ.get("DNNSEP_FAKE_AUDIO_OUT") or os.devnull
+        self._rate = int(os.environ.get("DNNSEP_FAKE_AUDIO_RATE") or 0) or None  # None: any rate
 
     def _info(self) -> dict:
         return {"index": 0, "name": "default (a fake microphone: dnnsep tests)", "maxInputChannels": 1,
-                "maxOutputChannels": 1, "defaultSampleRate": 16000.0}  # fmt: skip
+                "maxOutputChannels": 1, "defaultSampleRate": float(self._rate or 16000)}  # fmt: skip
 
     def get_device_count(self) -> int:
         return 1 if self._in else 0
@@ -42,6 +44,8 @@ class PyAudio:
     def is_format_supported(self, rate, input_device=None, input_channels=None, input_format=None, **_):
         if input_device is not None and (not self._in or input_device != 0):
             raise ValueError("Invalid device")
+        if self._rate is not None and int(rate) != self._rate:
+            raise ValueError("Invalid sample rate")  # as PyAudio says it
         return input_format in (None, paInt16)
 
     def open(self, *, format, channels, rate, input=False, output=False, input_device_index=None,

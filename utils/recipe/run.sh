@@ -100,20 +100,24 @@ tag=$(printf '%s\n' "$where" | sed -n 2p)
 if [ ${#dataset_override[@]} -eq 0 ]; then train_args+=(--dataset_dir "$dataset_dir"); fi
 if [ -z "$out_dir" ]; then out_dir=$recipe/exp${tag:+-$tag}; fi
 
-exp=$(train_py --get experiment_dir "$out_dir")
+# the experiment's layout from the one place that knows it (dnnsep/training/experiment.py)
+layout=$(train_py --get experiment_dir,last_path,best_path "$out_dir")
+exp=$(printf '%s\n' "$layout" | sed -n 1p)
+last=$(printf '%s\n' "$layout" | sed -n 2p)
+best=$(printf '%s\n' "$layout" | sed -n 3p)
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   say "== stage 1: train $exp"
   resume=()
-  if [ -f "$exp/model/last.pth" ]; then
-    say "(continuing from $exp/model/last.pth)"
-    resume=("$exp/model/last.pth")
+  if [ -f "$last" ]; then
+    say "(continuing from $last)"
+    resume=("$last")
   fi
   DNNSEP_PROG=$prog bash "$here/train.sh" ${launch_args[@]+"${launch_args[@]}"} --config "$config" \
     ${train_args[@]+"${train_args[@]}"} "$out_dir" ${resume[@]+"${resume[@]}"}
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  say "== stage 2: test $exp/model/best.pth"
-  DNNSEP_PROG=$prog bash "$here/test.sh" --model "$exp/model/best.pth" --dataset_dir "$dataset_dir"
+  say "== stage 2: test $best"
+  DNNSEP_PROG=$prog bash "$here/test.sh" --model "$best" --dataset_dir "$dataset_dir"
   say "next: separate your own recording with  . ./demo.sh  or a file with  . ./separate.sh FILE  (in $recipe)"
 fi

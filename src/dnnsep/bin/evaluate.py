@@ -42,6 +42,7 @@ from ..device import guard_mps, select_device
 from ..errors import DnnsepError
 from ..pretrained import load_model
 from ..training.evaluation import columns, optional_metrics, summarize, utterance_scores
+from ..training.experiment import Experiment
 from ..training.records import write_text
 
 RT60_BINS = (0.0, 0.3, 0.6, math.inf)  # seconds: dry-ish, medium, reverberant rooms
@@ -311,9 +312,8 @@ def _writing(where: Path) -> Iterator[None]:
 
 def default_out_dir(model_path: Path, split: str) -> Path:
     """``<experiment>/eval/<split>-<model stem>`` for ``<experiment>/model/<stem>.pth``, else beside the file."""
-    parent = model_path.parent
-    experiment = parent.parent if parent.name == "model" else parent
-    return experiment / "eval" / f"{split}-{model_path.stem}"
+    experiment = Experiment.holding(model_path) or Experiment(model_path.parent)
+    return experiment.eval_dir(split, model_path.stem)
 
 
 def write_csv(path: Path, rows: list[dict], fields: Sequence[str]) -> None:

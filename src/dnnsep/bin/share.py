@@ -34,6 +34,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..cli import need_directory, printable, prog, run
 from ..errors import DnnsepError
 from ..pretrained import load_model
+from ..training.experiment import Experiment
 
 CARD_FILE, WEIGHTS, CONFIG = "README.md", hub.FILE_NAME, "config.yaml"
 LIBRISPEECH = "LibriSpeech (CC BY 4.0, openslr.org/12)"
@@ -63,9 +64,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def evaluations(model_path: Path) -> list[dict[str, Any]]:
     """The ``summary.json`` of every evaluation of ``model_path`` in its experiment's ``eval/`` folder."""
-    experiment = model_path.resolve().parent.parent
+    experiment = Experiment.holding(model_path.resolve())
     found = []
-    for path in sorted((experiment / "eval").glob("*/summary.json")):
+    for path in experiment.summaries() if experiment else []:
         try:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):

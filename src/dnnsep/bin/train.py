@@ -32,6 +32,7 @@ from ..training.config import (
     read_yaml,
     value_type_name,
 )
+from ..training.experiment import Experiment
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--get",
         metavar="KEY[,KEY...]",
-        help="print the resolved value of KEY (a config key, model.<option>, experiment_dir, prepare_args or "
+        help="print the resolved value of KEY (a config key, model.<option>, experiment_dir, best_path, last_path, "
+        "prepare_args or "
         "corpus_args), one per line, and exit; several keys: KEY,KEY,...",
     )
     parser.add_argument(
@@ -198,16 +200,19 @@ def _values(cfg: TrainConfig, keys: list[str], config: str, out_dir: str | None)
             lines.extend(corpus_args(config))
         elif key == "--":  # a separator line between groups
             lines.append("--")
-        elif key == "experiment_dir":
+        elif key in ("experiment_dir", "best_path", "last_path"):
             if out_dir is None:
-                raise DnnsepError("--get experiment_dir needs OUT_DIR")
-            lines.append(str(experiment_dir(cfg, out_dir)))
+                raise DnnsepError(f"--get {key} needs OUT_DIR")
+            exp = Experiment(experiment_dir(cfg, out_dir))
+            lines.append(str({"experiment_dir": exp.root, "best_path": exp.best, "last_path": exp.last}[key]))
         elif key.startswith(MODEL_KEY + ".") and key.split(".", 1)[1] in cfg.model:
             lines.append(_text(cfg.model[key.split(".", 1)[1]]))
         elif key in TrainConfig.keys() and key != MODEL_KEY:
             lines.append(_text(getattr(cfg, key)))
         else:
-            raise DnnsepError(f"--get {key}: not a config key, model.<option>, experiment_dir or prepare_args")
+            raise DnnsepError(
+                f"--get {key}: not a config key, model.<option>, experiment_dir, best_path, last_path or prepare_args"
+            )
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Training configuration: one YAML per experiment, validated keys, ``--name value`` overrides.
+"""Training configuration's schema: one YAML per experiment, each key's type, meaning and checks.
 
 The recipe's ``conf/default.yaml`` is the single source of default values: :class:`TrainConfig`
 declares each key's type and meaning but no value, so a config file must give every key (directly
@@ -18,25 +18,17 @@ A ``prepare:`` section, if present, holds options of the data preparation for ``
 Relative paths inside a config file (``dataset_dir``, ``extends``) are relative to that file's
 directory; a ``--dataset_dir`` given on the command line is relative to the current directory.
 
->>> parse_value("lr", "1e-3"), parse_value("segment_seconds", "null"), parse_value("dynamic_mixing", "yes")
-(0.001, None, True)
->>> parse_value("model.stride", "null", model="dprnn_tasnet"), parse_value("causal", "on", model="dprnn_tasnet")
-(None, True)
->>> value_type_name("segment_seconds"), _num(1e-3), _num(5.0), _num(0.5)
-('float|null', '1e-3', '5', '0.5')
+This module is the schema; reading files and ``--key value`` overrides is :mod:`.config_files`'s,
+naming the experiment directory :mod:`.experiment`'s (their functions are importable from here too).
 """
 
 # (No ``from __future__ import annotations`` here: the field types are read at run time with
 # typing.get_type_hints, so they are written as Optional[...] to work on Python 3.9.)
 import dataclasses
 import math
-import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Union
-
-import yaml
 
 from .. import models
 from ..errors import DnnsepError
@@ -339,67 +331,6 @@ def upgrade_flat_config(values: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in values.items() if k not in options}, MODEL_KEY: section}
 
 
-# -- files and command-line overrides -----------------------------------------------------------
-
-
-def read_yaml(path: Union[str, os.PathLike], _seen: tuple = ()) -> dict[str, Any]:
-    """Read a config file, following ``extends:``; relative paths become relative to the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DnnsepError(f"{path}: no such config file" + (f" (extended by {_seen[-1]})" if _seen else ""))
-    if path.resolve() in _seen:
-        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
-        raise DnnsepError(f"{path}: extends itself ({chain}); remove one of the extends: lines")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DnnsepError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise DnnsepError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    except OSError as err:
-        raise DnnsepError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise DnnsepError(f"{path}: expected 'key: value' lines, found a {type(values).__name__}")
-    for key in ("dataset_dir", "rir_root", "noise_root"):
-        if isinstance(values.get(key), str):
-            values[key] = os.path.normpath(path.parent / os.path.expanduser(values[key]))
-    base = values.pop("extends", None)
-    if base is None:
-        return values
-    if not isinstance(base, str):
-        raise DnnsepError(f"{path}: extends must name a YAML file, got {base!r}")
-    parent = read_yaml(path.parent / base, (*_seen, path.resolve()))
-    merged = {**parent, **values}
-    below, here = parent.get(MODEL_KEY), values.get(MODEL_KEY)
-    if isinstance(below, dict) and isinstance(here, dict) and here.get("name", below.get("name")) == below.get("name"):
-        merged[MODEL_KEY] = {**below, **here}  # the same model: options merge
-    return merged
-
-
-def load_config(path: Union[str, os.PathLike], overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-    """Read ``path`` (see :func:`read_yaml`), apply ``overrides`` (already typed) and validate."""
-    values = read_yaml(path)
-    values.pop(PREPARE_KEY, None)
-    values.pop(CORPUS_KEY, None)
-    section = dict(values.get(MODEL_KEY) or {}) if isinstance(values.get(MODEL_KEY), dict) else values.get(MODEL_KEY)
-    for key, value in (overrides or {}).items():
-        target = _override_target(key, values)
-        if target is None:
-            raise DnnsepError(f"unknown option --{key}")
-        if target == MODEL_KEY + ".name" and isinstance(section, dict) and value != section.get("name"):
-            section = {}  # another model: its own defaults
-        if target.startswith(MODEL_KEY + "."):
-            section = section if isinstance(section, dict) else {}
-            section[target.split(".", 1)[1]] = value
-        else:
-            values[target] = value
-    if section is not None:
-        values[MODEL_KEY] = section
-    return TrainConfig.from_dict(values, source=str(path))
-
-
 def _override_target(key: str, values: dict[str, Any]) -> Optional[str]:
     """Where ``--key`` goes: a training key, ``model.<option>`` (also for a bare option name), or None."""
     if key in TrainConfig.keys() and key != MODEL_KEY:
@@ -413,158 +344,29 @@ def _override_target(key: str, values: dict[str, Any]) -> Optional[str]:
     return f"{MODEL_KEY}.{option}" if option in options else None
 
 
-def prepare_args(path: Union[str, os.PathLike]) -> list[str]:
-    """The ``prepare:`` section of a config file as command-line options for ``dnnsep.bin.prepare``.
+# the files and the command line (.config_files), the experiment's name (.experiment), under their old names
+from .config_files import (  # noqa: E402 -- they import the schema above
+    corpus_args,
+    load_config,
+    parse_value,
+    prepare_args,
+    read_yaml,
+    save_yaml,
+    section_args,
+    value_type_name,
+)
+from .experiment import experiment_dir  # noqa: E402
 
-    ``{subsets: [dev-clean, dev-clean, dev-clean], segment: 2}`` -> ``['--subsets', 'dev-clean',
-    'dev-clean', 'dev-clean', '--segment', '2']``; ``true`` gives a bare flag, ``false``/``null`` nothing.
-    The section is the recipe's business (run.sh's prepare stage), not the trainer's.
-    """
-    return section_args(path, PREPARE_KEY)
-
-
-def corpus_args(path: Union[str, os.PathLike]) -> list[str]:
-    """The ``corpus:`` section (options of the corpus's data script, e.g. ``synthetic_speakers: 20``) as
-    command-line options, like :func:`prepare_args`."""
-    return section_args(path, CORPUS_KEY)
-
-
-def section_args(path: Union[str, os.PathLike], key: str) -> list[str]:
-    """A config file's section of ``option: value`` lines as ``--option value`` arguments."""
-    section = read_yaml(path).get(key) or {}
-    if not isinstance(section, dict):
-        raise DnnsepError(f"{path}: {key} must hold 'option: value' lines, got {section!r}")
-    args: list[str] = []
-    for name, value in section.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, (str, int, float)) or v is None for v in values):
-            raise DnnsepError(f"{path}: {key}.{name} must be a value or a list of values, got {value!r}")
-        if value is None or value is False:
-            continue
-        args.append(f"--{name}")
-        if value is not True:
-            args.extend(str(v) for v in values)
-    return args
-
-
-def parse_value(key: str, text: str, *, model: Optional[str] = None) -> Any:
-    """Parse the text of ``--key text`` as that key's type (``null``/``none`` for optional keys).
-
-    A model option (``model.hidden`` or ``hidden``) takes its type from ``model``'s config.
-    """
-    base, optional = _key_type(key, model)
-    if optional and text.lower() in ("null", "none", "~"):
-        return None
-    try:
-        if base is bool:
-            lowered = text.lower()
-            if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-                raise ValueError(text)
-            return lowered in ("true", "yes", "1", "on")
-        if base is int:
-            return int(text)
-        if base is float:
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError(text)
-            return value
-    except ValueError:
-        raise DnnsepError(f"--{key}: expected {_TYPE_WORDS[base]}, got {text!r}") from None
-    return text
-
-
-def _key_type(key: str, model: Optional[str]) -> tuple[type, bool]:
-    """``(type, may be null)`` of a training key or of a model option."""
-    if key in TrainConfig.keys() and key != MODEL_KEY:
-        hint = typing.get_type_hints(TrainConfig)[key]
-        args = typing.get_args(hint)
-        optional = typing.get_origin(hint) is Union and type(None) in args
-        return (next(a for a in args if a is not type(None)) if optional else hint), optional
-    option = key.split(".", 1)[1] if key.startswith(MODEL_KEY + ".") else key
-    if option == "name" or key == MODEL_KEY:
-        return str, False
-    types = models.get(model or "dprnn_tasnet").config_class.option_types()
-    if option not in types:
-        raise DnnsepError(f"--{key}: not an option of {model or 'dprnn_tasnet'}")
-    return types[option]
-
-
-def value_type_name(key: str) -> str:
-    """Short type description for ``--help``: ``int``, ``float|null`` ..."""
-    base, optional = _key_type(key, None)
-    return base.__name__ + ("|null" if optional else "")
-
-
-def save_yaml(cfg: TrainConfig) -> str:
-    """The resolved config as YAML text (all keys, plain values, absolute dataset_dir)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-# -- experiment directory ----------------------------------------------------------------------
-
-
-def _num(x: float) -> str:
-    """Compact number for directory names: 5 -> '5', 0.5 -> '0.5', 0.001 -> '1e-3', 0 -> '0'."""
-    if x == 0:
-        return "0"
-    if float(x).is_integer() and abs(x) < 1e5:
-        return str(int(x))
-    if 0.1 <= abs(x) < 1e5:
-        return f"{x:g}"
-    mantissa, exponent = f"{x:.6e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def experiment_dir(cfg: TrainConfig, out_dir: Union[str, os.PathLike]) -> Path:
-    """``<out_dir>/<n>mix/<encoder>-<decoder>/<loss>/<model dims>/<model options>/<training>/seed<seed>``.
-
-    The one place the layout is computed: ``train.sh``, ``run.sh`` and the notebook ask for it with
-    ``--get experiment_dir``.
-
-    - encoder-decoder: ``trainable-trainable`` (learned filterbanks; ``trainable_linear`` for an
-      encoder without ReLU);
-    - loss: ``sisdr`` (negative SI-SDR under PIT), ``sisdr_thr{dB}`` with ``loss_threshold``;
-    - model dims and options: the model's own names (e.g. ``N64_L16_H256_K100_P50_B3`` and
-      ``S8_F64_sigmoid_gln_noncausal_sr16k``), which together name every option;
-    - training: ``b{batch_size}_e{epochs}_{optimizer}-lr{lr}-decay{weight_decay}_clip{clip_grad_norm}``,
-      plus ``_dm`` with dynamic mixing, ``_sp{r}`` with speed_perturb, ``_seg{seconds}`` when
-      segment_seconds is set, ``_warm{steps}`` with warmup_steps, ``_cos`` with the cosine schedule and
-      ``_t{minutes}m`` with ``lr_clock: time`` (the schedule over a budget of that many minutes);
-    - data: ``_room{rt60_min}-{rt60_max}s_{reverb_target}`` with simulated rooms (``_rir_{reverb_target}``
-      with measured ones), ``_bank{n}`` with room_bank, ``_noise-{syn|files}{snr_min}to{snr_max}dB`` with noise.
-    """
-    m = cfg.model_config()
-    dims, options = m.dir_names()
-    training = f"b{cfg.batch_size}_e{cfg.epochs}_{cfg.optimizer}-lr{_num(cfg.lr)}-decay{_num(cfg.weight_decay)}"
-    training += f"_clip{_num(cfg.clip_grad_norm)}"
-    if cfg.dynamic_mixing:
-        training += "_dm"
-    if cfg.speed_perturb:
-        training += f"_sp{_num(cfg.speed_perturb)}"
-    if cfg.segment_seconds is not None:
-        training += f"_seg{_num(cfg.segment_seconds)}"
-    if cfg.reverb == "rooms":
-        training += f"_room{_num(cfg.rt60_min)}-{_num(cfg.rt60_max)}s_{cfg.reverb_target}"
-    elif cfg.reverb == "measured":
-        training += f"_rir_{cfg.reverb_target}"
-    if cfg.reverb != "none" and cfg.room_bank:
-        training += f"_bank{cfg.room_bank}"
-    if cfg.noise != "none":
-        training += f"_noise-{cfg.noise[:3]}{_num(cfg.snr_min)}to{_num(cfg.snr_max)}dB"
-    if cfg.warmup_steps:
-        training += f"_warm{cfg.warmup_steps}"
-    if cfg.lr_schedule != "plateau":
-        training += f"_{cfg.lr_schedule[:3]}"
-    if cfg.lr_clock == "time":
-        training += f"_t{_num(cfg.max_minutes)}m"
-    loss = "sisdr" if cfg.loss_threshold is None else f"sisdr_thr{_num(cfg.loss_threshold)}"
-    return (
-        Path(out_dir)
-        / f"{cfg.n_sources}mix"
-        / m.filterbank_name()
-        / loss
-        / dims
-        / options
-        / training
-        / f"seed{cfg.seed}"
-    )
+__all__ = [
+    "TrainConfig",
+    "corpus_args",
+    "experiment_dir",
+    "load_config",
+    "parse_value",
+    "prepare_args",
+    "read_yaml",
+    "save_yaml",
+    "section_args",
+    "upgrade_flat_config",
+    "value_type_name",
+]

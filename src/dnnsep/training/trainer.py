@@ -42,6 +42,7 @@ from ..losses import pit_si_sdr, si_sdr
 from . import distributed
 from .amp import amp_dtype, autocast, describe, uses_scaler
 from .config import TrainConfig, experiment_dir, save_yaml, upgrade_flat_config
+from .experiment import Experiment
 from .records import (
     HISTORY_KEYS,
     close_logger,
@@ -106,7 +107,8 @@ class Trainer:
             dist, device = distributed.init(cfg.device)
         self.cfg, self.dist, self.device = cfg, dist, device
         self.exp = experiment_dir(cfg, out_dir)
-        self.last_path, self.best_path = self.exp / "model" / "last.pth", self.exp / "model" / "best.pth"
+        self.experiment = Experiment(self.exp)
+        self.last_path, self.best_path = self.experiment.last, self.experiment.best
         error, ckpt = None, None
         self._lock = contextlib.ExitStack()  # one writer per experiment: rank 0 holds it for the run
         self._plotted_at: float | None = None  # time.monotonic() of the last loss.png (see _plot)
@@ -114,7 +116,7 @@ class Trainer:
         try:  # every process checks, then all agree, so none is left waiting in a collective
             if dist.is_main:
                 self._lock.enter_context(hold(self.exp, what="experiment"))
-                remove_stale_temporaries(self.exp / "model")
+                remove_stale_temporaries(self.experiment.model_dir)
             ckpt = check_start(cfg, self.exp, resume)
             if train_set is None or valid_set is None:
                 train_set, valid_set = make_datasets(cfg)
@@ -172,7 +174,7 @@ class Trainer:
         if dist.active:
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.log = make_logger(self.exp / "log" / "train.log" if dist.is_main else None)
+        self.log = make_logger(self.experiment.log_dir / "train.log" if dist.is_main else None)
         try:
             self._start(resume, ckpt)
         except BaseException:
@@ -185,7 +187,7 @@ class Trainer:
         cfg, log = self.cfg, self.log
         env = environment(self.device, self.dist.world_size)
         if self.dist.is_main:
-            (self.exp / "model").mkdir(parents=True, exist_ok=True)
+            self.experiment.model_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is None:  # a resume leaves the records of the start as they are; the log says the rest
                 write_text(self.exp / "config.yaml", save_yaml(cfg))
                 write_environment(self.exp / "environment.yaml", env)
@@ -559,7 +561,7 @@ class Trainer:
         if p.nonfinite_total:
             log.info(f"  non-finite losses skipped so far: {p.nonfinite_total}")
         if self.dist.is_main:
-            write_history_csv(self.exp / "loss" / "loss.csv", self.history)
+            write_history_csv(self.experiment.loss_dir / "loss.csv", self.history)
             self._plot(force=bool(p.stopped) or action == "halve")  # the last state, and each lr event
         if p.stopped:
             log.info(p.stopped)
@@ -576,7 +578,7 @@ class Trainer:
             return
         self._plotted_at, self._plot_pending = now, False
         plot_history(
-            self.exp / "loss" / "loss.png",
+            self.experiment.loss_dir / "loss.png",
             self.history,
             logger=self.log,
             title="/".join(self.exp.parts[-7:-3]) + "\n" + "/".join(self.exp.parts[-3:]),
@@ -637,9 +639,9 @@ def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -
 
     Returns the loaded ``resume`` checkpoint (None for a fresh start).
     """
-    last_path = exp / "model" / "last.pth"
+    last_path = Experiment(exp).last
     if resume is None:
-        best = exp / "model" / "best.pth"
+        best = Experiment(exp).best
         if last_path.exists() or best.exists():
             how = (
                 f"to continue it, pass {last_path} as MODEL_PATH (same options); "
