@@ -73,11 +73,15 @@ def cpu() -> dict:
     return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 
 
-def run_job(seed: int, out: Path, env: dict, extra: list[str]) -> dict:
-    """One whole job; its figures from what it wrote."""
+def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = "dprnn_tasnet") -> dict:
+    """One whole job (another ``recipe``: its own run.sh with conf/mini.yaml); its figures from what it wrote."""
     start, load_before = time.perf_counter(), os.getloadavg()[0]
+    if recipe == "dprnn_tasnet":
+        command = ["bash", str(ROOT / "utils" / "run_main_job.sh")]
+    else:
+        command = ["bash", str(ROOT / "egs" / "librispeech" / recipe / "run.sh"), "--config", "conf/mini.yaml"]
     done = subprocess.run(
-        ["bash", str(ROOT / "utils" / "run_main_job.sh"), "--seed", str(seed), "--out_dir", str(out), *extra],
+        [*command, "--seed", str(seed), "--out_dir", str(out), *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -152,7 +156,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work", help="where the jobs' experiments go (default: a temporary folder)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "main_job.json"), help="the JSON")
     parser.add_argument("--tiny", action="store_true", help="a tiny job (a few seconds of training)")
+    parser.add_argument(
+        "--recipe", default="dprnn_tasnet", help="another model's recipe run the same way (its conf/mini.yaml)"
+    )
     args = parser.parse_args(argv)
+    if args.tiny and args.recipe != "dprnn_tasnet":
+        parser.error("--tiny runs the DPRNN recipe only")
     seeds = args.seeds or [111 + i for i in range(args.runs)]
     env = {**os.environ, **ISA_ENV[args.isa]}
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -166,7 +175,7 @@ def main(argv=None) -> int:
         runs = []
         for seed in seeds:
             print(f"main_job: seed {seed} ({args.isa})", flush=True)
-            runs.append(run_job(seed, work / f"seed{seed}", env, extra))
+            runs.append(run_job(seed, work / f"seed{seed}", env, extra, recipe=args.recipe))
             print(
                 f"  {runs[-1]['total_s']:.0f} s, {runs[-1]['epochs']} epochs, test {runs[-1]['test_own']}", flush=True
             )
@@ -180,6 +189,7 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu(),
         "isa": args.isa,
+        "recipe": args.recipe,
         "env": ISA_ENV[args.isa],
         "report_seed": args.report_seed,
         "runs": runs,

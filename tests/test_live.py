@@ -223,7 +223,7 @@ def test_live_streams_on_one_cpu_thread_unless_told(args, expected, models_dir, 
 
     def run_live(engine, **kwargs):  # the devices are tested above; here, the threads it runs on
         seen["threads"] = torch.get_num_threads()
-        return {"samples": 0, "rtf": 0.0, "stopped": "", "files": []}
+        return {"samples": 0, "seconds": 0.0, "rate": 16000, "rtf": 0.0, "stopped": "", "files": []}
 
     monkeypatch.setattr(live_module, "run_live", run_live)
     before = torch.get_num_threads()
