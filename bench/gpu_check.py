@@ -42,11 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "dprnn_tasnet": ROOT / "egs" / "librispeech" / "dprnn_tasnet" / "conf" / "default.yaml",
     "conv_tasnet": ROOT / "egs" / "librispeech" / "conv_tasnet" / "conf" / "default.yaml",
+    "sepformer": ROOT / "egs" / "librispeech" / "sepformer" / "conf" / "default.yaml",
 }
 SIZES = {  # small models: the check is of the code path, not of the recipe's sizes
     "dprnn_tasnet": dict(n_filters=32, kernel_size=8, hidden=32, chunk_size=20, hop_size=10, n_blocks=2),
     "conv_tasnet": dict(n_filters=32, kernel_size=8, bottleneck=16, hidden=32, n_layers=3, n_repeats=2,
                         skip_channels=16),
+    "sepformer": dict(n_filters=32, kernel_size=8, chunk_size=20, hop_size=10, n_blocks=1, intra_layers=1,
+                      inter_layers=1, heads=4, ffn=64),
 }  # fmt: skip
 SAMPLE_RATE = 16000
 SYNC_STEPS = 5
@@ -145,10 +148,11 @@ def environment(device: torch.device) -> dict:
 
 def lstm_paths(device: torch.device) -> dict:
     from dnnsep.models import lstm
-    from dnnsep.models.dual_path import DualPathBlock
+    from dnnsep.models.dual_path import DualPathBlock, rnn_paths
 
     torch.manual_seed(0)
-    block = DualPathBlock(channels=16, hidden=32, norm="gln", causal=False)  # two BiLSTM pairs, intra and inter
+    intra, inter = rnn_paths(channels=16, hidden=32, causal=False)  # two BiLSTM pairs, intra and inter
+    block = DualPathBlock(intra=intra, inter=inter, channels=16, norm="gln")
     x = torch.randn(20, 9, 3, 16)  # (chunk_size, chunks, batch, channels)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -18,7 +18,7 @@ import torch
 from test_train import DEFAULT, data, exp_of, tiny
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dnnsep import checkpoint
+from dnnsep import checkpoint, models
 from dnnsep.errors import DnnsepError
 from dnnsep.models import ConvTasNet, ConvTasNetConfig, DPRNNConfig, DPRNNTasNet, conv_ops
 from dnnsep.models.incremental import RunningNorm
@@ -341,7 +341,7 @@ def test_gpu_check_dry_run_on_the_cpu_writes_every_section(tmp_path):
     assert list(report["sections"]) == SECTIONS
     assert all(report["sections"][s]["checks"] for s in SECTIONS if s != "environment")  # each checked something
     runs = report["sections"]["training"]["runs"]
-    assert {k.split("/")[0] for k in runs} == {"dprnn_tasnet", "conv_tasnet"} and any("scaler" in k for k in runs)
+    assert {k.split("/")[0] for k in runs} == set(models.names()) and any("scaler" in k for k in runs)
     assert set(report["sections"]["syncs"]["per_step"].values()) == {1.0}
     assert "gpu_check: all checks passed" in (tmp_path / "gpu_check.log").read_text()
 
