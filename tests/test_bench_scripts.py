@@ -85,3 +85,10 @@ def test_bench_rooms_quality_tiny_trains_both_models_and_scores_each_on_both_lis
     (run_,) = written["runs"]
     assert run_["clean"]["test_list"] != run_["noisy_reverb"]["test_list"]  # each model on both lists
     assert written["cpu"]["model"] and set(written["target_met"]) == {"gain_at_least_3_db", "within_1_db_on_clean"}
+
+
+def test_bench_long_file_tiny(tmp_path):
+    out = tmp_path / "long.json"
+    run("bench_long_file.py", "--tiny", "--minutes", "0.05", "--threads", "1", "--json", str(out))
+    ours = json.loads(out.read_text())["results"]["ours"]
+    assert ours["outcome"] == "separated, output (2, 48000)" and ours["seconds"] >= 0  # 3 s at 16 kHz
