@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyroomacoustics  # noqa: F401 -- a [dev] package (the tool check names it up front); never skipped
 import pytest
 import soundfile as sf
 import torch
@@ -22,7 +23,6 @@ from dnnsep.errors import DnnsepError
 from dnnsep.training.config import experiment_dir, load_config
 from dnnsep.training.config import upgrade_flat_config as upgrade
 
-pytest.importorskip("pyroomacoustics")
 ROOMS = ["--reverb", "rooms", "--rt60", "0.2", "0.5", "--noise", "synthetic"]
 SMALL = RoomOptions(rt60=(0.2, 0.5), length=(3.0, 4.0), width=(3.0, 4.0), height=(2.4, 2.8))
 DEFAULT = "egs/librispeech/dprnn_tasnet/conf/default.yaml"

@@ -109,16 +109,6 @@ class DPRNNTasNet(MaskingModel):
     config_class = DPRNNConfig
 
     def make_separator(self, config: DPRNNConfig) -> nn.Module:
-        return DualPathSeparator(
-            in_channels=config.n_filters,
-            bottleneck=config.bottleneck,
-            make_paths=lambda: rnn_paths(channels=config.bottleneck, hidden=config.hidden, causal=config.causal),
-            chunk_size=config.chunk_size,
-            hop_size=config.hop_size,
-            n_blocks=config.n_blocks,
-            n_sources=config.n_sources,
-            mask=config.mask,
-            norm=config.norm,
-            chunk_padding=config.chunk_padding,
-            head=config.head,
+        return DualPathSeparator.from_config(
+            config, lambda: rnn_paths(channels=config.bottleneck, hidden=config.hidden, causal=config.causal)
         )

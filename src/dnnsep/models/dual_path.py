@@ -232,6 +232,22 @@ class DualPathSeparator(nn.Module):
             self.gate = nn.Linear(bottleneck, bottleneck)  # then sigmoid
             self.mask_out = nn.Linear(bottleneck, in_channels, bias=False)
 
+    @classmethod
+    def from_config(cls, config, make_paths: Callable[[], tuple[nn.Module, nn.Module]]) -> DualPathSeparator:
+        """The separator a dual-path model's config describes (its shared option names), with ``make_paths``."""
+        names = (
+            "bottleneck",
+            "chunk_size",
+            "hop_size",
+            "n_blocks",
+            "n_sources",
+            "mask",
+            "norm",
+            "chunk_padding",
+            "head",
+        )
+        return cls(in_channels=config.n_filters, make_paths=make_paths, **{k: getattr(config, k) for k in names})
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         batch, channels, frames = w.shape
         chunking = dict(hop_size=self.hop_size, padding=self.chunk_padding)

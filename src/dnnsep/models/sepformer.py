@@ -137,16 +137,4 @@ class SepFormer(MaskingModel):
                 layers=config.inter_layers, **shared
             )
 
-        return DualPathSeparator(
-            in_channels=config.n_filters,
-            bottleneck=config.bottleneck,
-            make_paths=paths,
-            chunk_size=config.chunk_size,
-            hop_size=config.hop_size,
-            n_blocks=config.n_blocks,
-            n_sources=config.n_sources,
-            mask=config.mask,
-            norm=config.norm,
-            chunk_padding=config.chunk_padding,
-            head=config.head,
-        )
+        return DualPathSeparator.from_config(config, paths)

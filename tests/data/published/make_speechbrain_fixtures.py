@@ -31,6 +31,7 @@ import types
 from pathlib import Path
 
 import torch
+from make_fixtures import relative_error  # this folder's asteroid script
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-5  # max |dnnsep - SpeechBrain| / RMS(SpeechBrain)
@@ -186,11 +187,6 @@ def make(out: Path) -> None:
         torch.save({"input": x, "output": y, "output_float64": y64}, folder / "reference.pt")
         count = sum(p.numel() for m in hparams["modules"].values() for p in m.parameters())
         print(f"{folder}: SepFormer, {count} parameters, output {tuple(y.shape)}")
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / RMS(want)."""
-    return float((got - want).abs().max() / want.pow(2).mean().sqrt())
 
 
 def check() -> int:
