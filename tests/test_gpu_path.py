@@ -21,8 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dnnsep import checkpoint, models
 from dnnsep.errors import DnnsepError
 from dnnsep.models import ConvTasNet, ConvTasNetConfig, DPRNNConfig, DPRNNTasNet, conv_ops
-from dnnsep.models.incremental import RunningNorm
-from dnnsep.models.norms import CumulativeLayerNorm
+from dnnsep.models.norms import CumulativeLayerNorm, NormCarry
 from dnnsep.streaming import StreamingSeparator
 from dnnsep.training import amp, distributed, load_config
 from dnnsep.training import trainer as trainer_module
@@ -285,8 +284,8 @@ def test_running_norm_in_float32_stays_with_the_offline_norm_over_thousands_of_p
     x = 50.0 + torch.randn(1, 30_000, 4)  # (batch, time, channels): a large mean, 6000 pieces of 5 steps
     with torch.no_grad():
         want = norm(x)  # offline, float32 (the CPU's cumsum accumulates in float64)
-        stream = RunningNorm(norm)
-        got = torch.cat([stream(x[:, i : i + 5], batch_dim=0, time_dim=1) for i in range(0, 30_000, 5)], 1)
+        carry = NormCarry()
+        got = torch.cat([norm(x[:, i : i + 5], batch_dim=0, time_dim=1, carry=carry) for i in range(0, 30_000, 5)], 1)
     # the offline float32 norm is itself ~1e-3 from float64's here; a plain float32 carry drifts to 1.6e-2
     torch.testing.assert_close(got, want, rtol=0, atol=3e-3)
 

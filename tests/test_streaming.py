@@ -11,9 +11,10 @@ from dnnsep import ConvTasNet, DnnsepError, DPRNNConfig, DPRNNTasNet, models
 from dnnsep.models.base import MaskingModel
 from dnnsep.models.dual_path import segment
 from dnnsep.models.filterbanks import pad_signal
-from dnnsep.streaming import ADAPTERS, StreamingSeparator
+from dnnsep.streaming import StreamingSeparator, streaming_models
 
-# Tiny causal configs per streamable model: odd strides, stride == kernel, hop == chunk (DPRNN),
+# Tiny causal configs per streamable model: odd strides, stride == kernel, hop == chunk, asteroid's head
+# and chunk padding (DPRNN),
 # depthwise kernels 1, 2, 3 and 4 (Conv-TasNet), 3 sources.
 TINY = {
     "ConvTasNet": [
@@ -30,16 +31,18 @@ TINY = {
         dict(n_filters=8, kernel_size=5, stride=2, hidden=7, chunk_size=6, hop_size=2, n_blocks=1, mask="softmax",
              n_sources=3),
         dict(n_filters=8, kernel_size=6, stride=6, hidden=8, chunk_size=4, hop_size=4, n_blocks=1, mask="relu"),
+        dict(n_filters=8, kernel_size=4, hidden=8, chunk_size=6, hop_size=3, n_blocks=2, head="gated",
+             chunk_padding="chunk"),
     ],
 }  # fmt: skip
-STREAMABLE = sorted({models.get(name).model_name for name in models.names()} & set(ADAPTERS))
+STREAMABLE = streaming_models()
 CASES = [(name, i) for name in STREAMABLE for i in range(len(TINY.get(name, [None])))]
 TOL = 1e-4
 
 
 def tiny(name: str, i: int, seed: int = 0) -> MaskingModel:
     if name not in TINY:
-        pytest.fail(f"{name} has a streaming adapter: add a tiny causal config for it to TINY")
+        pytest.fail(f"{name} streams: add a tiny causal config for it to TINY")
     cls = models.get(name)
     torch.manual_seed(seed)
     return cls(cls.config_class(causal=True, **TINY[name][i])).eval()
@@ -121,19 +124,18 @@ def forget_dual_path_state(s: StreamingSeparator) -> None:
     """Test-only: drop what DualPathStream carries between pushes (cLN sums, inter-chunk LSTM state)."""
     m = s.masker
     m.in_norm.reset()
-    for intra, inter in m.block_norms:
-        intra.reset()
-        inter.reset()
-    m.lstm_state = [None] * len(m.lstm_state)
+    for block in m.blocks:
+        for part in block:  # intra-chunk cLN, inter-chunk cLN, inter-chunk LSTM
+            part.reset()
 
 
 def forget_tcn_state(s: StreamingSeparator) -> None:
     """Test-only: drop what TCNStream carries between pushes (cLN sums, the depthwise convs' past inputs)."""
-    m = s.masker
-    for norm in [m.in_norm, *(n for pair in m.block_norms for n in pair)]:
-        norm.reset()
-    for line in m.history:
-        line.reset()
+    carry = s.masker.carry
+    carry.norm.reset()
+    for block in carry.blocks:
+        for part in block:  # both cLNs, the depthwise conv's past inputs
+            part.reset()
 
 
 FORGET = {"DPRNNTasNet": forget_dual_path_state, "ConvTasNet": forget_tcn_state}
@@ -158,16 +160,16 @@ def test_forgetting_only_the_depthwise_inputs_or_only_the_norms_breaks_equality(
     expected = offline(model, x)
 
     def forget_history(s):
-        for line in s.masker.history:
-            line.reset()
+        for block in s.masker.carry.blocks:
+            block.past.reset()
 
     def forget_block_norms(s):
-        for pair in s.masker.block_norms:
-            for norm in pair:
-                norm.reset()
+        for block in s.masker.carry.blocks:
+            block.norm_in.reset()
+            block.norm_out.reset()
 
     def forget_input_norm(s):
-        s.masker.in_norm.reset()
+        s.masker.carry.norm.reset()
 
     for forget in (forget_history, forget_block_norms, forget_input_norm):
         out = stream(model, x, [160] * 25, after_push=forget)
@@ -178,8 +180,7 @@ def test_forgetting_only_the_depthwise_inputs_or_only_the_norms_breaks_equality(
     "cls,config,why",
     [
         (DPRNNTasNet, dict(causal=False), "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
-        (DPRNNTasNet, dict(causal=False, norm="cln"),
-         "its inter-chunk LSTM is bidirectional and gLN looks at the whole input"),
+        (DPRNNTasNet, dict(causal=False, norm="cln"), "its inter-chunk LSTM is bidirectional"),
         (ConvTasNet, dict(causal=False),
          "its depthwise convolutions are padded on both sides and gLN looks at the whole input"),
         (ConvTasNet, dict(causal=False, norm="cln"), "its depthwise convolutions are padded on both sides"),
@@ -195,7 +196,7 @@ def test_non_causal_model_is_refused_in_one_line(cls, config, why):
     assert "\n" not in message
 
 
-def test_a_model_without_an_adapter_is_refused():
+def test_a_model_that_does_not_stream_is_refused():
     class Fake(MaskingModel):
         model_name, config_name, config_class = "Fake", "fake", DPRNNConfig
 
@@ -203,7 +204,7 @@ def test_a_model_without_an_adapter_is_refused():
             return nn.Identity()
 
     with pytest.raises(
-        DnnsepError, match=r"^Fake: no streaming adapter \(models that stream: ConvTasNet, DPRNNTasNet\)$"
+        DnnsepError, match=r"^Fake: its masker does not stream \(models that stream: ConvTasNet, DPRNNTasNet\)$"
     ):
         StreamingSeparator(Fake(DPRNNConfig(causal=True, **TINY["DPRNNTasNet"][0])))
 
@@ -230,12 +231,13 @@ def offline_frames(model: MaskingModel, n: int) -> int:
 
 
 def offline_work(model: MaskingModel, n: int) -> dict[str, int]:
-    """The masker's work in the offline pass for n samples, in its adapter's ``counts``."""
+    """The masker's work in the offline pass for n samples, in its stream's ``counts``."""
     frames = offline_frames(model, n)
     if isinstance(model, ConvTasNet):
         return {"frames": frames, "block_frames": frames * len(model.separator.blocks)}
     config = model.config
-    chunks = segment(torch.zeros(frames, 1, 1), chunk_size=config.chunk_size, hop_size=config.hop_size).shape[1]
+    chunking = dict(chunk_size=config.chunk_size, hop_size=config.hop_size, padding=config.chunk_padding)
+    chunks = segment(torch.zeros(frames, 1, 1), **chunking).shape[1]
     return {"frames": frames, "chunks": chunks}
 
 

@@ -19,12 +19,11 @@ True
 :class:`StreamingSeparator` is the same for every model: it buffers the input, frames it for the
 encoder (the offline pass's front padding first, its back padding at :meth:`~StreamingSeparator.flush`),
 applies the masks, overlap-adds the decoder's output, and emits each sample ``latency`` samples
-after it came in.  The masker is the model's own business: an adapter registered per model
-(:data:`ADAPTERS`) runs it incrementally, following the :class:`MaskerStream` protocol.
-
-Adding a model: write a :class:`MaskerStream` in
-:mod:`dnnsep.models.incremental` and add it to :data:`ADAPTERS` under the model's ``model_name``;
-``tests/test_streaming.py`` then checks it against the offline model (give it a tiny config there).
+after it came in.  The masker is the model's own business: a model that streams says so
+(``streams = True``) and its separator's ``stream()`` runs the separator's own blocks on carried
+state, following the :class:`MaskerStream` protocol (:class:`dnnsep.models.dual_path.DualPathStream`,
+:class:`dnnsep.models.tcn.TCNStream`).  ``tests/test_streaming.py`` checks every such model against
+its offline pass (give it a tiny config there).
 """
 
 from __future__ import annotations
@@ -34,9 +33,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from . import models
 from .errors import DnnsepError
 from .models.base import MaskingModel
-from .models.incremental import DualPathStream, TCNStream
 
 
 class MaskerStream(Protocol):
@@ -45,43 +44,39 @@ class MaskerStream(Protocol):
     ``push(w)`` takes the next encoder frames and returns the masks of the next frames whose masks
     are final (none, some, or more than given), in order; ``flush()``, called once when the input
     has ended, returns the masks of all the remaining frames.  Concatenated, the masks equal the
-    offline masker's ``separator(w)`` on all the frames, for any split of ``w``.  The adapter's
+    offline masker's ``separator(w)`` on all the frames, for any split of ``w``.  The stream's
     look-ahead, in frames, must fit the model's ``config.latency`` (the engine checks on every push:
     a sample is due ``latency`` samples after it came in).  ``counts`` says how much work was done
     (frames, chunks...), for tests that the past is not recomputed.
 
-    ``not_causal(separator)`` (a static method) returns why the masker cannot stream (it looks ahead),
-    or None; the constructor takes the model's ``separator``.
+    The model's separator makes one (``separator.stream()``) and says why it cannot
+    (``separator.not_causal()``: it looks ahead), or None.
 
     Shape: push: w (1, n_filters, frames) -> masks (1, n_sources, n_filters, ready frames).
     """
 
     counts: dict[str, int]
 
-    @staticmethod
-    def not_causal(separator: torch.nn.Module) -> str | None: ...
-
     def push(self, w: torch.Tensor) -> torch.Tensor: ...
 
     def flush(self) -> torch.Tensor: ...
 
 
-# model_name -> its masker's adapter
-ADAPTERS: dict[str, type] = {"ConvTasNet": TCNStream, "DPRNNTasNet": DualPathStream}
+def streaming_models() -> list[str]:
+    """The ``model_name`` of every registered model that streams when causal."""
+    return sorted(models.get(name).model_name for name in models.names() if models.get(name).streams)
 
 
-def check_streamable(model: MaskingModel) -> type:
-    """The model's :class:`MaskerStream` class; a one-line :class:`DnnsepError` if it cannot stream."""
+def check_streamable(model: MaskingModel) -> None:
+    """A one-line :class:`DnnsepError` if ``model`` cannot stream."""
     name = type(model).model_name
-    adapter = ADAPTERS.get(name)
-    if adapter is None:
-        raise DnnsepError(f"{name}: no streaming adapter (models that stream: {', '.join(sorted(ADAPTERS))})")
-    why = adapter.not_causal(model.separator)
+    if not type(model).streams:
+        raise DnnsepError(f"{name}: its masker does not stream (models that stream: {', '.join(streaming_models())})")
+    why = model.separator.not_causal()
     if why is None and not model.config.causal:
         why = "its config says causal: false"
     if why is not None:
         raise DnnsepError(f"{name}: not causal ({why}); train a causal model (conf/causal.yaml)")
-    return adapter
 
 
 class StreamingSeparator:
@@ -97,7 +92,7 @@ class StreamingSeparator:
     """
 
     def __init__(self, model: MaskingModel):
-        self._adapter = check_streamable(model)
+        check_streamable(model)
         self.model = model
         config = model.config
         self.kernel_size, self.stride = config.kernel_size, config.stride
@@ -107,7 +102,7 @@ class StreamingSeparator:
 
     def reset(self) -> None:
         """Start a new stream (the model's state and all buffers forgotten)."""
-        self.masker = self._adapter(self.model.separator)
+        self.masker: MaskerStream = self.model.separator.stream()
         front = self.kernel_size - self.stride  # pad_signal()'s front padding
         self._samples = np.zeros(front, np.float32)  # padded input from the next frame's first sample
         self._skip = front  # decoded samples still to drop (the front padding)

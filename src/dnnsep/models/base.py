@@ -168,6 +168,10 @@ class MaskingModel(nn.Module):
     model_name: ClassVar[str]  # how checkpoints name the class: ``DPRNNTasNet``
     config_name: ClassVar[str]  # how configs name it: ``dprnn_tasnet``
     config_class: ClassVar[type]
+    # whether a causal one streams (dnnsep.streaming): its separator then has ``not_causal()``, saying why
+    # it cannot, and ``stream()``, the masker on carried state: ``push(frames)`` -> masks of the frames
+    # now final, ``flush()`` -> the rest, ``counts`` (work done)
+    streams: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()

@@ -113,6 +113,23 @@ def depthwise_conv(
     return _DepthwiseConv.apply(y, weight, bias, tap_bias, dilation, left)
 
 
+def depthwise_conv_on_past(
+    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, dilation: int, frames: int
+) -> torch.Tensor:
+    """A causal depthwise conv's last ``frames`` outputs, given its input from ``(P-1) * dilation``
+    frames before them: ``out[t] = bias + sum_k weight[k] * z[t + k * dilation]`` (no padding; a
+    stream's step, without autograd).
+
+    Shape: z (batch, channels, (P-1) * dilation + frames); weight (1, channels, P); bias (channels, 1)
+    -> (batch, channels, frames).
+    """
+    last = weight.shape[-1] - 1  # the tap on the current frame
+    out = (z[..., last * dilation :] * weight[..., last:]).add_(bias)
+    for k in range(last):
+        out.addcmul_(z[..., k * dilation : k * dilation + frames], weight[..., k : k + 1])
+    return out
+
+
 def _depthwise_plain(y, weight, bias, tap_bias, dilation: int, left: int) -> torch.Tensor:
     """The same as :class:`_DepthwiseConv` in plain ops that exporters translate (pad, slices, multiply-adds;
     per-example weights and dynamic batch and length alike); ``tap_bias`` counts where a tap reads ``y``.

@@ -102,6 +102,7 @@ class ConvTasNet(MaskingModel):
     model_name = "ConvTasNet"
     config_name = "conv_tasnet"
     config_class = ConvTasNetConfig
+    streams = True  # when causal: its masker runs on carried state
 
     def make_separator(self, config: ConvTasNetConfig) -> nn.Module:
         return TCN(

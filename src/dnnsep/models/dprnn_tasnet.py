@@ -107,6 +107,7 @@ class DPRNNTasNet(MaskingModel):
     model_name = "DPRNNTasNet"
     config_name = "dprnn_tasnet"
     config_class = DPRNNConfig
+    streams = True  # when causal: its masker runs on carried state
 
     def make_separator(self, config: DPRNNConfig) -> nn.Module:
         return DualPathSeparator.from_config(

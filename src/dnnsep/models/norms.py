@@ -19,6 +19,14 @@ True
 >>> x = torch.randn(2, 8, 50)  # (batch, channels, frames)
 >>> CumulativeLayerNorm(8)(x, batch_dim=0, time_dim=2, channel_dim=1).shape
 torch.Size([2, 8, 50])
+
+A stream cut along time gets, piece by piece, what the whole would get, when its cLN carries its
+sums from piece to piece (:class:`NormCarry`):
+
+>>> norm, carry = CumulativeLayerNorm(8), NormCarry()
+>>> pieces = [norm(x[..., t : t + 7], batch_dim=0, time_dim=2, channel_dim=1, carry=carry) for t in range(0, 50, 7)]
+>>> torch.allclose(torch.cat(pieces, -1), norm(x, batch_dim=0, time_dim=2, channel_dim=1), atol=1e-5)
+True
 """
 
 from __future__ import annotations
@@ -36,18 +44,27 @@ class _ChannelLastNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, *, batch_dim: int = 0, time_dim: int = 1, channel_dim: int = -1) -> torch.Tensor:
-        scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim, channel_dim=channel_dim)
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        batch_dim: int = 0,
+        time_dim: int = 1,
+        channel_dim: int = -1,
+        carry: NormCarry | None = None,
+    ) -> torch.Tensor:
+        scale, shift = self.scale_shift(x, batch_dim=batch_dim, time_dim=time_dim, channel_dim=channel_dim, carry=carry)
         return torch.addcmul(shift, x, scale)  # one pass over x
 
     def scale_shift(
-        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, channel_dim: int = -1
+        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, channel_dim: int = -1, carry: NormCarry | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``scale`` and ``shift`` with ``norm(x) == x * scale + shift``, both broadcastable to ``x``.
 
         Both are at least float32: half-precision inputs are cast up before their moments are taken.
+        ``carry``: the statistics of the steps before ``x`` along ``time_dim`` (cLN on a stream), updated.
         """
-        mean, var = self.moments(at_least_float32(x), batch_dim=batch_dim, time_dim=time_dim)
+        mean, var = self.moments(at_least_float32(x), batch_dim=batch_dim, time_dim=time_dim, carry=carry)
         gain, bias = self.affine(x.dim(), channel_dim)
         scale = torch.rsqrt(var + self.eps) * gain
         return scale, bias - mean * scale
@@ -60,7 +77,9 @@ class _ChannelLastNorm(nn.Module):
             gain, bias = gain.view(-1, *trailing), bias.view(-1, *trailing)
         return gain, bias
 
-    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(
+        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, carry: NormCarry | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -70,7 +89,11 @@ class GlobalLayerNorm(_ChannelLastNorm):
     Shape: (..., channels) -> same; ``time_dim`` is accepted for symmetry with cLN and unused.
     """
 
-    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(
+        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, carry: NormCarry | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if carry is not None:
+            raise ValueError("gLN looks at the whole input: it cannot run on a stream (use cLN)")
         if x.shape[batch_dim] == 1 or batch_dim == 0:
             return _batch_first_moments(x, batch_dim)
         # a reduction that keeps a middle axis adds up one element after another (slow, and its
@@ -86,19 +109,78 @@ class GlobalLayerNorm(_ChannelLastNorm):
 class CumulativeLayerNorm(_ChannelLastNorm):
     """Layer norm whose statistics at step t of ``time_dim`` use steps 0..t only (other axes whole).
 
+    With a :class:`NormCarry`, ``x`` is the next piece of a stream along ``time_dim``: its steps are
+    counted after the carried ones and their sums added to the carried sums.
+
     Shape: (..., channels) -> same.
     """
 
-    def moments(self, x: torch.Tensor, *, batch_dim: int, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(
+        self, x: torch.Tensor, *, batch_dim: int, time_dim: int, carry: NormCarry | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dims = [d for d in range(x.dim()) if d not in (batch_dim, time_dim)]
         steps = x.shape[time_dim]
         per_step = x.numel() // (steps * x.shape[batch_dim])
+        sums = x.sum(dims, keepdim=True).cumsum(time_dim)  # 1 on every axis but batch and time
+        squares = x.pow(2).sum(dims, keepdim=True).cumsum(time_dim)
+        first = 1
+        if carry is not None:
+            first = carry.steps + 1
+            sums, squares = carry.advance(sums, squares, time_dim=time_dim)
         count_shape = [1] * x.dim()
         count_shape[time_dim] = steps
-        count = per_step * torch.arange(1, steps + 1, device=x.device, dtype=x.dtype).view(count_shape)
-        mean = x.sum(dims, keepdim=True).cumsum(time_dim) / count  # 1 on every axis but batch and time
-        var = (x.pow(2).sum(dims, keepdim=True).cumsum(time_dim) / count - mean.pow(2)).clamp_min(0)
+        count = per_step * torch.arange(first, first + steps, device=x.device, dtype=x.dtype).view(count_shape)
+        mean = sums / count
+        var = (squares / count - mean.pow(2)).clamp_min(0)
         return mean, var
+
+
+class NormCarry:
+    """What a :class:`CumulativeLayerNorm` carries along a stream cut into pieces: the steps seen and
+    the running sums and sums of squares at the last of them.
+
+    The sums are float32 with a compensation term (two-sum), so each piece gets the statistics the
+    whole stream would, on any device (MPS has no float64) and after any number of pieces.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next step is step 0."""
+        self.steps = 0
+        self.sums: tuple = (0.0, 0.0)  # (high, low) parts of the running totals
+        self.squares: tuple = (0.0, 0.0)
+
+    def advance(self, sums: torch.Tensor, squares: torch.Tensor, *, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A piece's cumulative sums and sums of squares plus the carried ones; carries the new totals.
+
+        Shape: (..., steps, ...) along ``time_dim``, each -> same.
+        """
+        self.steps += sums.shape[time_dim]
+        sums, self.sums = _carried(sums, self.sums, time_dim)
+        squares, self.squares = _carried(squares, self.squares, time_dim)
+        return sums, squares
+
+
+def _carried(
+    local: torch.Tensor, total: tuple[torch.Tensor | float, torch.Tensor | float], time_dim: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Running totals ``total + local`` (``local``: this piece's cumulative sums), and the new carried
+    ``(high, low)`` pair at the piece's last step: the rounding error of each addition goes to ``low``
+    (two-sum), so the carried total stays exact to the last bit however long the stream.
+
+    Shape: local (..., steps, ...) along ``time_dim`` -> (same, (pair of 1 along ``time_dim``)).
+    """
+    high, low = total
+    s = local + high
+    back = s - local
+    low = (local - (s - back)) + (high - back) + low  # the error of s, plus what was carried before
+    out = s + low
+    last = out.shape[time_dim] - 1
+    head = out.narrow(time_dim, last, 1)
+    tail = low.narrow(time_dim, last, 1) - (head - s.narrow(time_dim, last, 1))  # what head left out of s + low
+    return out, (head, tail)
 
 
 def _batch_first_moments(x: torch.Tensor, batch_dim: int) -> tuple[torch.Tensor, torch.Tensor]:

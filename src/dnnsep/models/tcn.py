@@ -36,17 +36,22 @@ True
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from .base import MASKS, masks_from_scores
-from .conv_ops import depthwise_conv, prelu
-from .norms import NORMS, GlobalLayerNorm, make_norm
+from .conv_ops import depthwise_conv, depthwise_conv_on_past, prelu
+from .norms import NORMS, CumulativeLayerNorm, GlobalLayerNorm, NormCarry, make_norm
 
 
-def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A norm of :mod:`.norms` over a channels-first tensor.  Shape: (batch, channels, frames) -> same."""
-    scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)
+def _norm(norm: nn.Module, x: torch.Tensor, carry: NormCarry | None = None) -> torch.Tensor:
+    """A norm of :mod:`.norms` over a channels-first tensor (a cLN on a stream: its ``carry``).
+
+    Shape: (batch, channels, frames) -> same.
+    """
+    scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1, carry=carry)
     return (x * scale).add_(shift)  # addcmul is several times slower when shift is (batch, channels, 1)
 
 
@@ -59,30 +64,38 @@ def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(conv.bias[:, None], weight, x)
 
 
-def normed_pointwise(conv: nn.Conv1d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def normed_pointwise(conv: nn.Conv1d, norm: nn.Module, x: torch.Tensor, carry: NormCarry | None = None) -> torch.Tensor:
     """``pointwise(conv, norm(x))``; a gLN, one affine map per example and channel, is folded into the
     conv's weights and bias instead of normalising ``x``: ``W (scale x + shift) + b = (W scale) x + (W shift + b)``.
 
     Shape: (batch, in_channels, frames) -> (batch, out_channels, frames).
     """
     if not isinstance(norm, GlobalLayerNorm):
-        return pointwise(conv, _norm(norm, x))
+        return pointwise(conv, _norm(norm, x, carry))
     scale, shift = norm.scale_shift(x, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, in, 1) each
     weight = conv.weight[:, :, 0]  # (out, in)
     bias = torch.baddbmm(conv.bias[:, None], weight.expand(x.shape[0], -1, -1), shift)  # (batch, out, 1)
     return torch.baddbmm(bias, weight * scale.transpose(1, 2), x)  # (batch, out, in) @ (batch, in, frames)
 
 
-def normed_depthwise(conv: nn.Conv1d, norm: nn.Module, y: torch.Tensor, *, left: int) -> torch.Tensor:
+def normed_depthwise(
+    conv: nn.Conv1d, norm: nn.Module, y: torch.Tensor, *, left: int, carry: ConvCarry | None = None
+) -> torch.Tensor:
     """The depthwise ``conv`` over ``norm(y)``, zero-padded ``left`` frames on the left and the rest of
     ``(P-1) * dilation`` on the right; a gLN is folded into per-example weights and bias:
     ``w (scale y + shift) + b = (w scale) y + (b + shift w)``, the shift only where w reads ``y``.
+
+    On a stream (causal: ``left`` is all of it), ``carry`` has the cLN's sums and the normalised
+    frames before ``y`` that the conv reads (zeros before the first: the offline left padding).
 
     Shape: (batch, hidden, frames) -> same.
     """
     # (1, hidden, P) as a view, not a transpose: the weight's gradient then has the parameter's own
     # strides, which DDP's gradient buckets expect (it warns, and copies, otherwise)
     weight, bias = conv.weight.view(1, conv.out_channels, -1), conv.bias[:, None]  # (1, hidden, P), (hidden, 1)
+    if carry is not None:
+        z = carry.past.extend(_norm(norm, y, carry.norm_in))  # (1, hidden, left + frames)
+        return depthwise_conv_on_past(z, weight, bias, dilation=conv.dilation[0], frames=y.shape[-1])
     if not isinstance(norm, GlobalLayerNorm):
         return depthwise_conv(_norm(norm, y), weight, bias, dilation=conv.dilation[0], left=left)
     scale, shift = norm.scale_shift(y, batch_dim=0, time_dim=2, channel_dim=1)  # (batch, hidden, 1) each
@@ -93,6 +106,9 @@ def normed_depthwise(conv: nn.Conv1d, norm: nn.Module, y: torch.Tensor, *, left:
 
 class ConvBlock(nn.Module):
     """One 1-D conv block: its residual and skip outputs, stacked along the channels.
+
+    On a stream (causal blocks, batch 1), ``carry`` (a :class:`ConvCarry`) holds what the frames
+    before ``x`` leave, and is updated.
 
     Shape: x (batch, bottleneck, frames) -> (batch, bottleneck + skip_channels, frames), or
     (batch, skip_channels, frames) for a block without a residual conv.
@@ -123,14 +139,43 @@ class ConvBlock(nn.Module):
         self.residual_channels = bottleneck if residual else 0
         self.out_conv = nn.Conv1d(hidden, self.residual_channels + skip_channels, 1)  # residual and skip convs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, carry: ConvCarry | None = None) -> torch.Tensor:
         y = prelu(pointwise(self.in_conv, x), self.prelu_in.weight)  # (batch, hidden, frames)
-        y = normed_depthwise(self.depthwise, self.norm_in, y, left=self.left)  # (batch, hidden, frames)
-        return normed_pointwise(self.out_conv, self.norm_out, prelu(y, self.prelu_out.weight))
+        y = normed_depthwise(self.depthwise, self.norm_in, y, left=self.left, carry=carry)  # (batch, hidden, frames)
+        norm_out = None if carry is None else carry.norm_out
+        return normed_pointwise(self.out_conv, self.norm_out, prelu(y, self.prelu_out.weight), norm_out)
+
+    @property
+    def causal(self) -> bool:
+        """Whether its depthwise conv reads past frames only."""
+        return self.left == _span(self.depthwise)
+
+    def carry(self) -> ConvCarry:
+        """A fresh :class:`ConvCarry` for a stream through this block."""
+        conv = self.depthwise
+        return ConvCarry(NormCarry(), NormCarry(), DelayLine(conv.weight, conv.in_channels, self.left))
+
+
+class ConvCarry(NamedTuple):
+    """What a causal :class:`ConvBlock` carries along a stream."""
+
+    norm_in: NormCarry  # the cLN's sums before the depthwise conv
+    norm_out: NormCarry  # the cLN's sums after it
+    past: DelayLine  # the depthwise conv's last (P-1) * dilation (normalised) inputs
+
+
+class TCNCarry(NamedTuple):
+    """What a causal :class:`TCN` carries along a stream: its input cLN's sums and each block's."""
+
+    norm: NormCarry
+    blocks: list[ConvCarry]
 
 
 class TCN(nn.Module):
     """The TCN masker: from the encoder's output to one mask per source.
+
+    Causal, every layer looks back only, so it streams frame by frame (:meth:`stream`): each frame's
+    mask is final as soon as the frame is in, given the :class:`TCNCarry` of the frames before it.
 
     Shape: (batch, in_channels, frames) -> masks (batch, n_sources, in_channels, frames).
     """
@@ -177,11 +222,11 @@ class TCN(nn.Module):
         self.prelu = nn.PReLU()
         self.mask_conv = nn.Conv1d(skip_channels, n_sources * in_channels, 1)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        x = normed_pointwise(self.bottleneck, self.norm, w)  # (batch, bottleneck, frames)
-        skips, owned = None, False
-        for block in self.blocks:
-            out = block(x)  # (batch, residual + skip channels, frames)
+    def forward(self, w: torch.Tensor, carry: TCNCarry | None = None) -> torch.Tensor:
+        x = normed_pointwise(self.bottleneck, self.norm, w, None if carry is None else carry.norm)
+        skips, owned = None, False  # x: (batch, bottleneck, frames)
+        for i, block in enumerate(self.blocks):
+            out = block(x) if carry is None else block(x, carry.blocks[i])  # (batch, residual + skip, frames)
             # split, not two slices: its backward is one concatenation, theirs zero-filled copies
             residual, skip = out.split([block.residual_channels, out.shape[1] - block.residual_channels], dim=1)
             if skips is None:
@@ -203,3 +248,87 @@ class TCN(nn.Module):
         scores = pointwise(self.mask_conv, prelu(skips, self.prelu.weight))  # (batch, n_sources * channels, frames)
         scores = scores.view(batch, self.n_sources, -1, frames)  # split the sources
         return masks_from_scores(scores, self.mask)
+
+    def not_causal(self) -> str | None:
+        """Why this masker looks ahead (so cannot stream), or None."""
+        why = []
+        if not all(block.causal for block in self.blocks):
+            why.append("its depthwise convolutions are padded on both sides")
+        norms = [self.norm] + [n for block in self.blocks for n in (block.norm_in, block.norm_out)]
+        if not all(isinstance(n, CumulativeLayerNorm) for n in norms):
+            why.append("gLN looks at the whole input")
+        return " and ".join(why) or None
+
+    def stream(self) -> TCNStream:
+        """This masker on a stream of encoder frames (a causal one: see :meth:`not_causal`)."""
+        return TCNStream(self)
+
+
+class TCNStream:
+    """A causal :class:`TCN` on a stream of encoder frames: every frame through it once, as it comes.
+
+    Each push runs the separator itself on the new frames, all its layers at once as offline, with
+    its :class:`TCNCarry`; nothing is recomputed: ``counts`` has the frames through the network and
+    through its blocks (``frames * n_blocks`` offline).
+
+    Shape: push: encoder frames (1, n_filters, frames) -> masks (1, n_sources, n_filters, frames).
+    """
+
+    def __init__(self, separator: TCN):
+        self.sep = separator
+        self.carry = TCNCarry(NormCarry(), [block.carry() for block in separator.blocks])
+        n_filters = separator.mask_conv.out_channels // separator.n_sources
+        self.none = separator.mask_conv.weight.new_zeros(1, separator.n_sources, n_filters, 0)
+        self.counts = {"frames": 0, "block_frames": 0}
+
+    def push(self, w: torch.Tensor) -> torch.Tensor:
+        frames = w.shape[-1]
+        if frames == 0:
+            return self.none
+        self.counts["frames"] += frames
+        self.counts["block_frames"] += frames * len(self.sep.blocks)
+        return self.sep(w, self.carry)
+
+    def flush(self) -> torch.Tensor:
+        """Nothing left: every frame's mask came back with it."""
+        return self.none
+
+
+class DelayLine:
+    """The last ``span`` frames of a stream of ``(1, channels, frames)`` tensors, zeros before its start.
+
+    :meth:`extend` returns them followed by the new frames, one contiguous view of a buffer that has
+    room for more: each frame is copied in once, and the last ``span`` moved to the front once the
+    room is used up (so about once per ``span`` frames at most), instead of a concatenation of the
+    whole ``span`` at every push.
+    """
+
+    def __init__(self, like: torch.Tensor, channels: int, span: int):
+        self.span, self.room = span, max(span, 64)  # frames kept, and frames of room after them
+        self.buffer = like.new_zeros(1, channels, span + self.room)  # (1, channels, span + room)
+        self.end = span  # the buffer's frames before `end` are the stream's last
+
+    def extend(self, y: torch.Tensor) -> torch.Tensor:
+        """Shape: y (1, channels, frames) -> (1, channels, span + frames), the ``span`` frames before y then y."""
+        frames, span = y.shape[-1], self.span
+        if span == 0:
+            return y
+        if self.end + frames > self.buffer.shape[-1]:  # out of room: the last span frames to the front
+            past = self.buffer[..., self.end - span : self.end].clone()
+            if span + frames > self.buffer.shape[-1]:
+                self.buffer = y.new_empty(1, y.shape[1], span + max(frames, self.room))
+            self.buffer[..., :span] = past
+            self.end = span
+        self.buffer[..., self.end : self.end + frames] = y
+        self.end += frames
+        return self.buffer[..., self.end - span - frames : self.end]
+
+    def reset(self) -> None:
+        """Forget the past: zeros again (the offline pass's left padding)."""
+        self.buffer = torch.zeros_like(self.buffer)
+        self.end = self.span
+
+
+def _span(conv: nn.Conv1d) -> int:
+    """The frames a conv reaches back (or ahead): ``(P-1) * dilation``."""
+    return (conv.kernel_size[0] - 1) * conv.dilation[0]
