@@ -234,7 +234,8 @@ def test_the_trainer_trains_on_the_configs_rooms_and_noise(noisy, tmp_path):
     """make_datasets passes the config's scene options: a training mixture is then not the sum of its clean
     sources, and the training log names the rooms and noise."""
     from dnnsep.training import load_config
-    from dnnsep.training.trainer import Trainer, make_datasets
+    from dnnsep.training.start import make_datasets
+    from dnnsep.training.trainer import Trainer
 
     options = dict(dataset_dir=str(noisy), dynamic_mixing=True, reverb="rooms", rt60_min=0.2, rt60_max=0.5,
                    noise="synthetic", reverb_target="reverberant", num_workers=0, device="cpu", epochs=1,

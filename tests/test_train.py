@@ -83,7 +83,7 @@ def exp_of(cfg: TrainConfig, out: Path) -> Path:
 
 def test_default_config_gives_the_seed_recipes_directory(tmp_path):
     cfg = load_config(DEFAULT)
-    m = cfg.model_config()
+    m = cfg.model_config
     assert cfg.model["name"] == "dprnn_tasnet"
     assert (m.n_filters, m.kernel_size, m.hidden, m.chunk_size, m.hop_size, m.n_blocks) == (
         64, 16, 256, 100, 50, 3)  # fmt: skip
@@ -111,7 +111,7 @@ def test_model_section_merges_over_extends_and_refuses_what_is_not_the_models(tm
     cfg = load_config(child)
     assert cfg.model["hidden"] == 32 and cfg.model["chunk_size"] == 100  # merged, not replaced
     child.write_text(f"extends: {DEFAULT}\nmodel:\n  name: conv_tasnet\n")
-    assert load_config(child).model_config().n_filters == 512  # another model: its own defaults
+    assert load_config(child).model_config.n_filters == 512  # another model: its own defaults
     child.write_text(f"extends: {DEFAULT}\nmodel:\n  hiden: 32\n")
     with pytest.raises(DnnsepError, match="child.yaml: unknown model option.* hiden of dprnn_tasnet"):
         load_config(child)

@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.out_dir is None:
         raise DnnsepError(f"OUT_DIR is missing: {_prog()} [--key value ...] OUT_DIR [MODEL_PATH]")
-    from ..training.trainer import preflight, train  # imports torch's heavier parts only when training
+    from ..training.start import preflight
+    from ..training.trainer import train  # imports torch's heavier parts only when training
 
     if args.check:
         print(f"ok: {preflight(cfg, args.out_dir, args.model_path)}")

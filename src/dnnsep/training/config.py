@@ -25,6 +25,7 @@ naming the experiment directory :mod:`.experiment`'s (their functions are import
 # (No ``from __future__ import annotations`` here: the field types are read at run time with
 # typing.get_type_hints, so they are written as Optional[...] to work on Python 3.9.)
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -216,9 +217,10 @@ class TrainConfig:
     def model_class(self) -> type:
         return models.get(self.model["name"])
 
+    @functools.cached_property
     def model_config(self) -> models.ModelConfig:
         """The model's hyper-parameters (defaults such as ``stride=None`` resolved), with the data's
-        ``n_sources`` and ``sample_rate``."""
+        ``n_sources`` and ``sample_rate``: a frozen object, built once per config."""
         options = {k: v for k, v in self.model.items() if k != "name"}
         return self.model_class.config_class.from_dict(
             {**options, "n_sources": self.n_sources, "sample_rate": self.sample_rate}
@@ -226,7 +228,7 @@ class TrainConfig:
 
     def build_model(self) -> models.MaskingModel:
         """A new model of this config (its initial weights drawn from torch's global generator)."""
-        return self.model_class(self.model_config())
+        return self.model_class(self.model_config)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, in declaration order (the model section with every option resolved)."""
@@ -252,7 +254,7 @@ class TrainConfig:
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
         if self.lr_clock == "time":  # then the budget is the schedule's length, not a pause
             values["max_minutes"] = self.max_minutes
-        values[MODEL_KEY] = {"name": self.model_class.config_name, **self.model_config().to_dict()}
+        values[MODEL_KEY] = {"name": self.model_class.config_name, **self.model_config.to_dict()}
         return values
 
 

@@ -134,7 +134,7 @@ def experiment_dir(cfg: TrainConfig, out_dir: str | os.PathLike) -> Path:
     - data: ``_room{rt60_min}-{rt60_max}s_{reverb_target}`` with simulated rooms (``_rir_{reverb_target}``
       with measured ones), ``_bank{n}`` with room_bank, ``_noise-{syn|files}{snr_min}to{snr_max}dB`` with noise.
     """
-    m = cfg.model_config()
+    m = cfg.model_config
     dims, options = m.dir_names()
     training = f"b{cfg.batch_size}_e{cfg.epochs}_{cfg.optimizer}-lr{_num(cfg.lr)}-decay{_num(cfg.weight_decay)}"
     training += f"_clip{_num(cfg.clip_grad_norm)}"

@@ -26,22 +26,21 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ..checkpoint import remove_stale_temporaries, save_checkpoint
 from ..device import guard_mps
-from ..errors import CheckpointError, DnnsepError
+from ..errors import DnnsepError
 from ..locking import hold
 from ..losses import pit_si_sdr, si_sdr
 from . import distributed
 from .amp import amp_dtype, autocast, describe, uses_scaler
-from .config import TrainConfig, experiment_dir, save_yaml, upgrade_flat_config
+from .config import TrainConfig, experiment_dir, save_yaml
 from .experiment import Experiment
 from .records import (
     HISTORY_KEYS,
@@ -54,13 +53,20 @@ from .records import (
     write_text,
 )
 from .sampler import EpochBatchSampler, EpochItems, EpochKeys
+from .schedule import learning_rate
+from .start import (
+    FORMAT_VERSION,
+    MODEL_KIND,
+    TRAINING_KIND,
+    check_start,
+    collate_by_length,
+    make_datasets,
+    make_optimizer,
+    process_batch,
+)
 from .state import Plateau, rng_state, set_rng_state
 from .steptime import StepTimes, profile_steps
 
-TRAINING_KIND = "dnnsep-training-state"  # marks last.pth: only these can be resumed
-MODEL_KIND = "dnnsep-model"  # marks best.pth: a model for inference
-FORMAT_VERSION = 2  # 2: the model has its own config section (1: the first release; still resumes)
-RESUMABLE_FORMATS = (1, 2)
 LOSS_READ_EVERY = 50  # steps between reads of the on-device loss sum (CUDA), for the progress bar
 PLOT_EVERY_SECONDS = 30.0  # loss/loss.png is redrawn at most this often, and when the run stops or pauses
 
@@ -445,27 +451,10 @@ class Trainer:
         p.nonfinite_run = 0
 
     def learning_rate(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (0-based, over all epochs).
-
-        ``lr`` times ``lr_factor`` per plateau halving so far, times ``(step + 1) / warmup_steps``
-        during the warm-up, times ``(1 + cos(pi * x)) / 2`` with the cosine schedule, where ``x`` is the
-        fraction of the schedule done: ``step / total_steps`` (``lr_clock: steps``), or the fraction of
-        the ``max_minutes`` budget spent (``lr_clock: time``; the warm-up stays counted in steps: it
-        steadies Adam's first updates, a matter of steps whatever the machine's speed).
-        """
-        cfg = self.cfg
+        """The learning rate of optimizer step ``step`` (0-based, over all epochs); see :mod:`.schedule`."""
         halvings = sum(1 for _, label in self.events if str(label).startswith("lr "))
-        lr = cfg.lr * cfg.lr_factor**halvings
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            lr *= (step + 1) / cfg.warmup_steps
-        if cfg.lr_schedule == "cosine":
-            if cfg.lr_clock == "time":
-                done = self._budget_fraction
-            else:
-                total = cfg.epochs * self.sampler.steps_per_epoch()
-                done = min(step, total) / total
-            lr *= 0.5 * (1 + math.cos(math.pi * done))
-        return lr
+        total = self.cfg.epochs * self.sampler.steps_per_epoch()
+        return learning_rate(self.cfg, step, halvings=halvings, total_steps=total, budget_done=self._budget_fraction)
 
     def _nonfinite(self, what: str) -> None:
         p = self.progress
@@ -632,124 +621,6 @@ class Trainer:
                 "dnnsep_version": __version__,
             }
             save_checkpoint(ckpt, self.best_path)
-
-
-def check_start(cfg: TrainConfig, exp: Path, resume: str | os.PathLike | None) -> dict[str, Any] | None:
-    """Refuse what must not happen: overwriting an experiment, resuming from best.pth or another config.
-
-    Returns the loaded ``resume`` checkpoint (None for a fresh start).
-    """
-    last_path = Experiment(exp).last
-    if resume is None:
-        best = Experiment(exp).best
-        if last_path.exists() or best.exists():
-            how = (
-                f"to continue it, pass {last_path} as MODEL_PATH (same options); "
-                if last_path.exists()
-                else "it has no model/last.pth to continue from; "
-            )
-            raise DnnsepError(
-                f"{exp}: experiment exists already; {how}to start over, delete that directory; "
-                "to run another beside it, change an option (e.g. --seed) or OUT_DIR"
-            )
-        # a config.yaml without checkpoints: a run that died at its start; this one starts it again
-        return None
-    ckpt = load_checkpoint(resume)
-    if ckpt.get("kind") != TRAINING_KIND:
-        what = "a model for inference (like best.pth)" if "state_dict" in ckpt else "not a dnnsep training state"
-        raise CheckpointError(f"{resume}: {what}, cannot resume from it; resume from model/last.pth instead")
-    if ckpt.get("format_version") not in RESUMABLE_FORMATS:
-        raise CheckpointError(
-            f"{resume}: training state format {str(ckpt.get('format_version'))[:20]}, this dnnsep resumes "
-            f"formats {', '.join(map(str, RESUMABLE_FORMATS))}"
-        )
-    if not isinstance(ckpt.get("train_config"), dict):
-        raise CheckpointError(f"{resume}: holds no training config, cannot resume from it")
-    try:
-        saved = TrainConfig.from_dict(upgrade_flat_config(ckpt["train_config"]), source=str(resume)).identity()
-    except DnnsepError as err:
-        raise CheckpointError(f"{resume}: its config is not valid here ({err})") from None
-    now = cfg.identity()
-    diff = [f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in now if saved.get(k) != now[k]]
-    if diff:
-        raise CheckpointError(
-            f"{resume}: trained with other options ({'; '.join(diff)}); resume with the options in its "
-            "config.yaml, or start a new experiment"
-        )
-    if last_path.exists() and not os.path.samefile(last_path, resume):
-        raise DnnsepError(f"{last_path} exists and is not {resume}: resume from it, or use another OUT_DIR")
-    return ckpt
-
-
-def preflight(cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> Path:
-    """Everything :class:`Trainer` checks before training (refusals, data lists), in one process.
-
-    Lets a multi-process launch fail with one clean message before starting its processes.
-    """
-    exp = experiment_dir(cfg, out_dir)
-    with hold(exp, what="experiment"):  # refused at once while another run holds it
-        check_start(cfg, exp, resume)
-    make_datasets(cfg)
-    return exp
-
-
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def collate_by_length(items: list[tuple[Any, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Stack equal-length items into one batch, else one batch per item (full-length utterances).
-
-    Shape: [(mixture (time,), sources (n_sources, time))] -> [(mixture (b, time), sources (b, n_sources, time))].
-    """
-    if len({item[0].shape[-1] for item in items}) == 1:
-        return [default_collate(items)]
-    return [default_collate([item]) for item in items]
-
-
-def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
-    """The training and validation sets of the mixture lists under ``cfg.dataset_dir``."""
-    from ..data import MixtureDataset, list_path  # here, so that training code imports without the data code
-    from ..data.scene import options_from_config
-
-    scene = {"scene": options_from_config(cfg), "reverb_target": cfg.reverb_target}  # rooms and noise, if any
-    sets = []
-    for split in ("train", "valid"):
-        path = list_path(cfg.dataset_dir, cfg.n_sources, split)
-        if not path.is_file():
-            raise DnnsepError(
-                f"{path}: no such mixture list; prepare the data first (egs/librispeech/common/prepare.sh "
-                f"{cfg.dataset_dir} {cfg.n_sources}) or point --dataset_dir at it"
-            )
-        if split == "train":
-            data = MixtureDataset(
-                path,
-                dynamic_mixing=cfg.dynamic_mixing,
-                seed=cfg.seed,
-                segment_seconds=cfg.segment_seconds,
-                speed_perturb=cfg.speed_perturb,
-                **scene,
-            )
-        else:
-            data = MixtureDataset(path, **scene)
-        if data.sample_rate != cfg.sample_rate or data.n_sources != cfg.n_sources:
-            raise DnnsepError(
-                f"{path}: {data.n_sources} sources at {data.sample_rate} Hz, but the config asks for "
-                f"{cfg.n_sources} at {cfg.sample_rate} Hz"
-            )
-        if len(data) == 0:
-            raise DnnsepError(f"{path}: holds no mixtures")
-        sets.append(data)
-    return sets[0], sets[1]
-
-
-def process_batch(cfg: TrainConfig, dist: distributed.Dist, device: torch.device) -> int:
-    """Examples per step in this process: ``batch_size``, shared out when the config's ``cpu_processes``
-    run it on the CPU (they train the batches one process would); under torchrun otherwise, per process."""
-    if device.type == "cpu" and dist.world_size == cfg.cpu_processes > 1:
-        return cfg.batch_size // cfg.cpu_processes
-    return cfg.batch_size
 
 
 def train(
