@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .. import report
 from ..audio import write_wavs
-from ..checkpoint import load_checkpoint, remove_stale_temporaries
+from ..checkpoint import remove_stale_temporaries
 from ..cli import need_directory, os_error, printable, prog, run
 from ..device import guard_mps, select_device
 from ..errors import DnnsepError
@@ -110,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the one way tools load a model: a checkpoint, a published model's file or folder, or hf:OWNER/NAME
     model, model_path = load_model(given, recipe_dir=args.recipe_dir, device="cpu")
     dnnsep_file = model.provenance.get("format") == "dnnsep" and model_path.is_file()
-    ckpt = load_checkpoint(model_path) if dnnsep_file else {}  # its training config: the data it learnt from
-    dataset_dir = args.dataset_dir or (ckpt.get("train_config") or {}).get("dataset_dir")
+    trained_with = model.trained_with  # a dnnsep checkpoint's training config: the data it learnt from
+    dataset_dir = args.dataset_dir or trained_with.get("dataset_dir")
     if not dataset_dir or not isinstance(dataset_dir, str):
         raise DnnsepError(f"{model_path}: does not say which data it was trained on; pass --dataset_dir")
     dataset_dir = need_directory(dataset_dir, what="the dataset folder")
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DnnsepError(
             f"{lst}: no such mixture list; prepare the data (egs/librispeech/common/prepare.sh) or pass --dataset_dir"
         )
-    target = args.reverb_target or (ckpt.get("train_config") or {}).get("reverb_target")  # what it learnt in rooms
+    target = args.reverb_target or trained_with.get("reverb_target")  # what it learnt in rooms
     with _reading(lst):
         data = MixtureDataset(lst, reverb_target=target)
     if data.sample_rate != model.sample_rate:

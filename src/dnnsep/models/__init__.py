@@ -71,6 +71,8 @@ def from_checkpoint_dict(ckpt: dict[str, Any], *, source: str = "checkpoint") ->
         what = "no dnnsep model" if name is None else f"an unknown model {str(name)[:80]!r}"
         raise CheckpointError(f"{source}: holds {what} (known models: {', '.join(names())})")
     model = _REGISTRY[_key(name)].from_checkpoint_dict(ckpt, source=source)
+    if isinstance(ckpt.get("train_config"), dict):
+        model.trained_with = ckpt["train_config"]
     card = ckpt.get("card")  # a model shared with dnnsep.bin.share: its card's licence
     if isinstance(card, dict) and isinstance(card.get("licence"), str):
         model.provenance = {"format": "dnnsep", "model": model.model_name, "licence": card["licence"][:200]}

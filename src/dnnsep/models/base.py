@@ -187,6 +187,7 @@ class MaskingModel(nn.Module):
         self.separator = self.make_separator(config)
         self.decoder = Decoder(n_filters=config.n_filters, kernel_size=config.kernel_size, stride=config.stride)
         self.provenance = {"format": "dnnsep"}  # where its weights come from; the registry fills it in on load
+        self.trained_with: dict[str, Any] = {}  # a dnnsep checkpoint's training config (its data...), on load
 
     def make_separator(self, config: ModelConfig) -> nn.Module:
         raise NotImplementedError
