@@ -92,3 +92,8 @@ def test_bench_long_file_tiny(tmp_path):
     run("bench_long_file.py", "--tiny", "--minutes", "0.05", "--threads", "1", "--json", str(out))
     ours = json.loads(out.read_text())["results"]["ours"]
     assert ours["outcome"] == "separated, output (2, 48000)" and ours["seconds"] >= 0  # 3 s at 16 kHz
+    # a pass that needs more than its address-space limit fails in its own process, saying so
+    run("bench_long_file.py", "--tiny", "--minutes", "0.05", "--threads", "1", "--kinds", "ours", "--memory_gb", "0.2",
+        "--json", str(out))  # fmt: skip
+    ours = json.loads(out.read_text())["results"]["ours"]
+    assert ours["outcome"].startswith(("failed: ", "exit ")), ours
