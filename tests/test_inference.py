@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dnnsep.inference import (
+    ChunkedStream,
     best_permutation,
     chunk_starts,
     protect_from_clipping,
@@ -274,3 +275,51 @@ def test_estimates_are_brought_to_their_level_in_the_mixture_and_kept_from_clipp
     out = scale_estimates(np.stack([low * 100, high * 100]), 4 * mixture)
     assert np.abs(out).max() <= 0.99 + 1e-6 and out.dtype == np.float32
     assert si_sdr(out[0], low) > 40
+
+
+def random_splits(n: int, rng: np.random.Generator) -> list[int]:
+    """Block sizes summing to n: single samples, small blocks and large ones."""
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.choice([1, rng.integers(2, 300), rng.integers(300, 5000)])))
+    sizes[-1] -= sum(sizes) - n
+    return [s for s in sizes if s > 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("make_model", [lambda: Flipper(band_split), conv_model], ids=["flipper", "conv"])
+def test_chunked_stream_gives_separate_longs_output_for_any_blocks_at_its_latency(make_model, seed):
+    rng = np.random.default_rng(seed)
+    chunk, fade = 4000, 1000  # 0.5 s chunks at 8 kHz, overlap 0.25
+    for n in (1, 700, chunk, chunk + 1, chunk + 3001, 42_123):
+        x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+        whole = separate_long(make_model(), x, sample_rate=RATE, chunk_seconds=0.5, overlap=0.25)
+        stream = ChunkedStream(make_model(), chunk=chunk, fade=fade)  # the Flipper counts chunks: a new one
+        assert stream.latency == chunk
+        outs, pushed = [], 0
+        for size in random_splits(n, rng):
+            outs.append(stream.push(x[pushed : pushed + size]))
+            pushed += size
+            assert sum(o.shape[1] for o in outs) == max(0, pushed - chunk)  # all but the last chunk's worth
+        outs.append(stream.flush())
+        outs = [o for o in outs if o.size]  # a plain function's sources are known from its first call on
+        np.testing.assert_allclose(np.concatenate(outs, axis=1), whole, rtol=0, atol=1e-6, err_msg=f"length {n}")
+    # int16 blocks are scaled as the live capture gives them; a second stream after reset() starts afresh
+    pcm = (rng.standard_normal(9000) * 3000).astype(np.int16)
+    stream = ChunkedStream(make_model(), chunk=chunk, fade=fade)
+    stream.push(pcm[:100])
+    stream.reset()
+    got = np.concatenate([stream.push(pcm[:5000]), stream.push(pcm[5000:]), stream.flush()], axis=1)
+    want = separate_long(make_model(), pcm.astype(np.float32) / 32768, sample_rate=RATE, chunk_seconds=0.5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="after flush"):
+        stream.push(pcm)
+
+
+def test_chunked_stream_holds_about_a_chunk_whatever_the_length():
+    stream = ChunkedStream(conv_model(), chunk=4000, fade=1000)
+    x = np.zeros(400, np.float32)
+    for _ in range(500):  # 25 s in 50-ms blocks
+        stream.push(x)
+        held = len(stream._x) + sum(r.shape[1] for r in stream._ready)
+        assert held <= 2 * 4000 + 400

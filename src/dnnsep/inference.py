@@ -89,52 +89,186 @@ def separate_long(
     if x.ndim != 1 or x.shape[0] < 1:
         raise ValueError(f"mixture must be (time,) with time >= 1, got shape {x.shape}")
     x = x.astype(np.float32, copy=False)
+    length = x.shape[0]
+    chunk, fade = chunk_plan(
+        model, sample_rate=sample_rate, chunk_seconds=chunk_seconds, overlap=overlap, length=length
+    )
+    stream = ChunkedStream(model, chunk=chunk, fade=fade, batch_size=batch_size, device=device, align=align)
+    n_chunks = len(chunk_starts(length, chunk=chunk, overlap=fade))
+    bar = tqdm(total=n_chunks, desc="separating", unit="chunk", disable=not progress or n_chunks == 1)
+    stream.on_chunks = bar.update
+    est, done = out, 0
+    step = chunk * batch_size  # input per push: the stream then holds a batch of chunks at most
+    for start in [*range(0, length, step), None]:
+        y = stream.flush() if start is None else stream.push(x[start : start + step])  # (n_sources, due)
+        if y.shape[1] == 0:
+            continue
+        if est is None:
+            est = np.zeros((stream.n_sources, length), dtype=np.float32)
+        elif done == 0 and est.shape != (stream.n_sources, length):
+            raise ValueError(f"out must have shape {(stream.n_sources, length)}, got {est.shape}")
+        est[:, done : done + y.shape[1]] = y
+        done += y.shape[1]
+    bar.close()
+    return est
+
+
+def chunk_plan(
+    model: Separator, *, sample_rate: int | None, chunk_seconds: float | None, overlap: float, length: int | None
+) -> tuple[int, int]:
+    """``(chunk, fade)`` in samples for ``chunk_seconds`` and ``overlap``, checked (``length``: the
+    input's, None for a stream; ``chunk_seconds=None``: the whole input in one chunk)."""
     rate = sample_rate if sample_rate is not None else getattr(model, "sample_rate", None)
     if rate is None:
         raise ValueError("sample_rate is needed (the model has no .sample_rate)")
     if not 0 < overlap <= 0.5:
         raise ValueError(f"overlap must be a fraction of a chunk in (0, 0.5], got {overlap}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    length = x.shape[0]
+    if chunk_seconds is None and length is None:
+        raise ValueError("a stream needs chunk_seconds")
     chunk = length if chunk_seconds is None else int(round(chunk_seconds * rate))
     fade = int(round(overlap * chunk))  # cross-fade length, in samples
-    if length > chunk and (chunk < 2 or fade < 1):
+    if (length is None or length > chunk) and (chunk < 2 or fade < 1):
         raise ValueError(f"chunk_seconds={chunk_seconds} at {rate} Hz is too short to chunk with overlap {overlap}")
-    if device is None:
-        device = _model_device(model)
-    starts = chunk_starts(length, chunk=chunk, overlap=fade)
-    width = min(chunk, length)
-    prev_end, prev_tail, est = 0, None, out  # prev_tail: previous chunk's aligned estimates past the next start
-    bar = tqdm(total=len(starts), desc="separating", unit="chunk", disable=not progress or len(starts) == 1)
-    for b0 in range(0, len(starts), batch_size):
-        batch = starts[b0 : b0 + batch_size]
-        frames = np.stack([x[s : s + width] for s in batch])  # (batch, width)
-        y = _run(model, frames, device)  # (batch, n_sources, width)
-        if est is None:
-            est = np.zeros((y.shape[1], length), dtype=np.float32)
-        elif b0 == 0:
-            if est.shape != (y.shape[1], length):
-                raise ValueError(f"out must have shape {(y.shape[1], length)}, got {est.shape}")
-            est[...] = 0.0
-        for k, s in enumerate(batch):
-            i = b0 + k
-            yi = y[k]  # (n_sources, width)
-            if i > 0 and align:
-                yi = yi[best_permutation(prev_tail, yi[:, : prev_end - s])]
-            w = np.ones(width, dtype=np.float32)
-            if i > 0:  # fade in over the previous chunk's last `fade` samples; before them, weight 0
-                a = prev_end - fade - s
-                w[:a] = 0.0
-                w[a : a + fade] = _fade_in(fade)
-            if i < len(starts) - 1:  # fade out over the last `fade` samples
-                w[width - fade :] *= _fade_in(fade)[::-1]
-                prev_tail = yi[:, starts[i + 1] - s :]  # (n_sources, overlap with the next chunk)
-            est[:, s : s + width] += yi * w
-            prev_end = s + width
-        bar.update(len(batch))
-    bar.close()
-    return est
+    return chunk, fade
+
+
+class ChunkedStream:
+    """Any separation model on a stream, in overlapping chunks: :func:`separate_long`'s output, block by block.
+
+    A model that looks ahead (a bidirectional RNN, a transformer) cannot run sample by sample; this
+    runs it on each chunk of ``chunk`` samples as soon as the input covers it, the chunks starting
+    every ``chunk - fade`` samples, each chunk's sources put in the previous chunk's order and
+    cross-faded over ``fade`` samples (see the module doc).  At :meth:`flush`, a last chunk ends at
+    the input's end (or, for an input no longer than a chunk, one pass separates it all).
+
+    After pushing n samples in all, ``max(0, n - latency)`` samples per source have been returned
+    (``latency = chunk``: a sample's chunk must be in before it is final); :meth:`flush` returns the
+    rest.  Concatenated, the outputs equal ``separate_long`` on the whole input with the same chunks,
+    for any split.  ``n_sources`` is the model's (for a plain function, None until its first call,
+    and nothing is returned before that but ``(0, 0)`` arrays).
+
+    Blocks are float (cast to float32) or int16 (scaled by 1/32768), as :class:`dnnsep.streaming.StreamingSeparator`'s.
+
+    Shape: push: block (samples,) -> (n_sources, samples) float32; flush: () -> (n_sources, the rest).
+    """
+
+    def __init__(
+        self,
+        model: Separator,
+        *,
+        chunk: int,
+        fade: int,
+        batch_size: int = 1,
+        device: torch.device | str | None = None,
+        align: bool = True,
+    ):
+        if not 1 <= fade <= chunk // 2 or batch_size < 1:
+            raise ValueError(f"need 1 <= fade <= chunk / 2 and batch_size >= 1, got {fade}, {chunk}, {batch_size}")
+        self.model, self.chunk, self.fade, self.hop = model, chunk, fade, chunk - fade
+        self.batch_size, self.align = batch_size, align
+        self.device = _model_device(model) if device is None else device
+        self.sample_rate = getattr(model, "sample_rate", None)
+        self.latency = chunk
+        self.on_chunks: Callable[[int], object] | None = None  # told how many chunks each model call ran
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self.n_sources: int | None = getattr(self.model, "n_sources", None)
+        self._x = np.zeros(0, np.float32)  # input from sample _x0 on
+        self._x0 = 0
+        self._next = 0  # the next regular chunk's start
+        self._prev: tuple[int, np.ndarray] | None = None  # the last chunk run: start, aligned output (n_sources, chunk)
+        self._ready: list[np.ndarray] = []  # final output not yet returned, in order
+        self._final = 0  # samples final so far
+        self.pushed = self.emitted = 0
+        self._done = False
+
+    def push(self, block) -> np.ndarray:
+        """Take the next input samples; return the output samples due (all but the last ``latency`` in)."""
+        if self._done:
+            raise ValueError("push() after flush(): call reset() to start a new stream")
+        x = np.asarray(block)
+        if x.ndim != 1:
+            raise ValueError(f"a block must be mono samples (samples,), got shape {x.shape}")
+        x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32, copy=False)
+        self._x = np.concatenate([self._x, x]) if len(self._x) else x
+        self.pushed += len(x)
+        starts = []
+        while self._next + self.chunk <= self.pushed:
+            starts.append(self._next)
+            self._next += self.hop
+        self._run(starts, last=False)
+        return self._emit(self.pushed - self.latency)
+
+    def flush(self) -> np.ndarray:
+        """End the stream: the output samples not yet returned."""
+        if self._done:
+            raise ValueError("flush() twice: call reset() to start a new stream")
+        self._done = True
+        if self._prev is None:  # no chunk yet: the input is shorter than one chunk, one pass
+            if self.pushed:
+                self._run([0], last=True, width=self.pushed)
+        elif self._prev[0] + self.chunk < self.pushed:  # a last chunk, ending at the input's end
+            self._run([self.pushed - self.chunk], last=True)
+        else:  # the last chunk run ends at the input's end: its tail is not faded out
+            start, y = self._prev
+            self._final_part(y[:, self.chunk - self.fade :])
+        return self._emit(self.pushed)
+
+    def _run(self, starts: list[int], *, last: bool, width: int | None = None) -> None:
+        """Separate the chunks at ``starts`` (in batches), align them and keep what is final."""
+        width = width or self.chunk
+        for b in range(0, len(starts), self.batch_size):
+            batch = starts[b : b + self.batch_size]
+            frames = np.stack([self._x[s - self._x0 : s - self._x0 + width] for s in batch])  # (batch, width)
+            y = _run(self.model, frames, self.device)  # (batch, n_sources, width)
+            self.n_sources = y.shape[1]
+            for k, s in enumerate(batch):
+                self._add(s, y[k], last=last and b + k == len(starts) - 1)
+            if self.on_chunks is not None:
+                self.on_chunks(len(batch))
+        if self._prev is not None:  # the next chunk starts at or after the last one's start
+            keep = self._prev[0] - self._x0
+            self._x, self._x0 = self._x[keep:], self._prev[0]
+
+    def _add(self, s: int, y: np.ndarray, *, last: bool) -> None:
+        """One chunk's output (n_sources, width) at sample ``s``: cross-faded with the previous chunk's tail."""
+        if self._prev is not None:
+            prev_start, prev = self._prev
+            prev_end = prev_start + prev.shape[1]
+            if self.align:
+                y = y[best_permutation(prev[:, s - prev_start :], y[:, : prev_end - s])]
+            a = prev_end - self.fade - s  # where y fades in: nothing of it before (the previous chunk's alone)
+            fade_in = _fade_in(self.fade)
+            self._final_part(prev[:, prev.shape[1] - self.fade :] * fade_in[::-1] + y[:, a : a + self.fade] * fade_in)
+            y_final = y[:, a + self.fade :]
+        else:
+            y_final = y
+        if last:
+            self._final_part(y_final)
+        else:  # its last `fade` samples wait for the next chunk (or the end)
+            self._final_part(y_final[:, : y_final.shape[1] - self.fade])
+        self._prev = (s, y)
+
+    def _final_part(self, y: np.ndarray) -> None:
+        self._ready.append(np.ascontiguousarray(y, dtype=np.float32))
+        self._final += y.shape[1]
+
+    def _emit(self, upto: int) -> np.ndarray:
+        """The output samples ``emitted .. upto`` (none if upto <= emitted)."""
+        n = min(upto, self.pushed) - self.emitted
+        ready = np.concatenate(self._ready, axis=1) if len(self._ready) > 1 else None
+        if ready is None:
+            ready = self._ready[0] if self._ready else np.zeros((self.n_sources or 0, 0), np.float32)
+        if n <= 0:
+            self._ready = [ready] if ready.shape[1] else []
+            return np.zeros((ready.shape[0], 0), np.float32)
+        if n > ready.shape[1]:
+            raise RuntimeError(f"the chunks lag more than the latency ({self.latency} samples)")  # a bug
+        self._ready = [ready[:, n:]] if ready.shape[1] > n else []
+        self.emitted += n
+        return np.ascontiguousarray(ready[:, :n])
 
 
 def best_permutation(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:

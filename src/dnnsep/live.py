@@ -2,13 +2,19 @@
 
 Captures 16-bit mono at the model's sample rate in blocks of ``--block_ms`` (a PortAudio callback
 puts every block on a queue, so nothing captured is dropped while separation catches up), separates
-each block as it comes with :class:`dnnsep.streaming.StreamingSeparator` (a causal model: the
-default is the most recent causal experiment's ``best.pth``), and writes ``<out_dir>/mixture.wav``
+each block as it comes, and writes ``<out_dir>/mixture.wav``
 and ``estimated-<k>.wav`` (16-bit PCM) as it goes.  The estimates are the model's output as it is
 (not rescaled to the mixture's level as the offline demo does: that needs the whole recording) and
 lag the mixture by the model's latency; each file holds all of its voice, the same length as the
 mixture.  ``--play K`` plays voice K to the default output device.  At the end it writes
 ``report.html`` (:mod:`dnnsep.report`: players and spectrogram strips of the files it wrote).
+
+A causal model (the default: the most recent causal experiment's ``best.pth``) streams with
+:class:`dnnsep.streaming.StreamingSeparator`, its output equal to the offline model's at a latency of
+a few milliseconds.  Any other model (``--model``: a non-causal experiment, a published separator)
+looks ahead, so it is run on overlapping windows of ``--window_seconds`` as they fill
+(:class:`dnnsep.inference.ChunkedStream`, the output of ``separate.sh``'s chunked pass over the
+recording), and the voices come that much later.
 
 It stops after ``--seconds`` of audio, or on Ctrl-C or SIGTERM: it then separates what is still
 queued (when stopped by ``--seconds``) or not (when interrupted), flushes the model's last
@@ -38,21 +44,24 @@ from . import report
 from .audio import StreamResampler
 from .device import select_device
 from .errors import DnnsepError
+from .inference import ChunkedStream, chunk_plan
 from .pretrained import load_model
-from .streaming import StreamingSeparator, guard_mps_stream
+from .streaming import StreamingSeparator, guard_mps_stream, not_streamable
 
 METER_DB = 60  # the level meter's range, in dB below full scale
 # torch intra-op threads while streaming on CPU: a DPRNN chunk's LSTMs run at batch 1, which a second
 # thread does not speed up, while it makes the slowest blocks slower (bench/bench_streaming.py; the
 # figures are in bench/README.md)
 LIVE_THREADS = 1
+WINDOW_OVERLAP = 0.25  # a model that looks ahead: the fraction of a window shared with the next
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """The demo's live options (``--live``, ``--seconds``, ``--play``, ``--block_ms``, ``--threads``)."""
+    """The demo's live options (``--live``, ``--seconds``, ``--play``, ``--block_ms``, ``--threads``,
+    ``--window_seconds``)."""
     group = parser.add_argument_group("live separation (--live)")
     group.add_argument(
-        "--live", action="store_true", help="separate as you speak, with a causal model (default out_dir results/live)"
+        "--live", action="store_true", help="separate as you speak (default: a causal model; out_dir results/live)"
     )
     group.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: at Ctrl-C)")
     group.add_argument("--play", type=int, metavar="K", help="play voice K to the default output device")
@@ -60,9 +69,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--threads",
         type=int,
-        default=LIVE_THREADS,
         metavar="N",
-        help=f"CPU threads for separation (default {LIVE_THREADS}: a stream's kernels are too small to share)",
+        help=f"CPU threads for separation (default {LIVE_THREADS} for a causal model: a stream's kernels are "
+        "too small to share; all for windows)",
+    )
+    group.add_argument(
+        "--window_seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="a model that looks ahead runs on windows of S seconds, overlapping by a quarter: the voices "
+        "come S seconds late (default 2)",
     )
 
 
@@ -72,8 +89,10 @@ def main(args: argparse.Namespace) -> int:
         raise DnnsepError("--seconds must be positive")
     if not 1 <= args.block_ms <= 1000:
         raise DnnsepError("--block_ms must be in 1..1000")
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise DnnsepError("--threads must be at least 1")
+    if not 0.1 <= args.window_seconds <= 60:
+        raise DnnsepError("--window_seconds must be in 0.1..60")
     model, model_path = load_model(
         args.model, recipe_dir=args.recipe_dir, device=select_device(args.device), causal=True
     )
@@ -82,14 +101,26 @@ def main(args: argparse.Namespace) -> int:
         raise DnnsepError(f"--play {args.play}: the model separates {voices} voices (0..{voices - 1})")
     if args.sample_rate is not None and args.sample_rate < 1000:
         raise DnnsepError("--sample_rate must be at least 1000 Hz")
-    engine = StreamingSeparator(model)  # refuses a model that looks ahead, before any device opens
-    if model.device.type == "mps":  # load_model checked the offline pass on MPS; the stream runs other code
-        model = guard_mps_stream(model)
+    why = not_streamable(model)
+    if why is None:
+        if model.device.type == "mps":  # load_model checked the offline pass on MPS; the stream runs other code
+            model = guard_mps_stream(model)
         engine = StreamingSeparator(model)
+        n_threads = args.threads or LIVE_THREADS
+    else:  # it looks ahead: windows as they fill
+        plan = dict(sample_rate=model.sample_rate, chunk_seconds=args.window_seconds, overlap=WINDOW_OVERLAP)
+        chunk, fade = chunk_plan(model, **plan, length=None)
+        engine = ChunkedStream(model, chunk=chunk, fade=fade)
+        n_threads = args.threads or torch.get_num_threads()
+        print(
+            f"note: {why.split('; ')[0]}: separated in {args.window_seconds:g} s windows overlapping by "
+            f"{100 * WINDOW_OVERLAP:g}%, so the voices come {args.window_seconds:g} s late",
+            file=sys.stderr,
+        )
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.recipe_dir) / "results" / "live"
     rate = model.sample_rate
     on_cpu = model.device.type == "cpu"
-    threads = f", {args.threads} thread{'s' if args.threads > 1 else ''}" if on_cpu else ""
+    threads = f", {n_threads} thread{'s' if n_threads > 1 else ''}" if on_cpu else ""
     print(
         f"model: {model_path}; latency {1000 * engine.latency / rate:.0f} ms + {args.block_ms:g} ms blocks"
         f"{threads}. {'Ctrl-C to stop' if args.seconds is None else f'{args.seconds:g} s (Ctrl-C to stop early)'}",
@@ -97,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
     )
     before = torch.get_num_threads()
     if on_cpu:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(n_threads)
     try:
         summary = run_live(
             engine,
@@ -137,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_live(
-    engine: StreamingSeparator,
+    engine: StreamingSeparator | ChunkedStream,
     *,
     out_dir: Path,
     seconds: float | None,

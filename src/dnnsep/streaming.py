@@ -67,16 +67,24 @@ def streaming_models() -> list[str]:
     return sorted(models.get(name).model_name for name in models.names() if models.get(name).streams)
 
 
-def check_streamable(model: MaskingModel) -> None:
-    """A one-line :class:`DnnsepError` if ``model`` cannot stream."""
+def not_streamable(model: MaskingModel) -> str | None:
+    """Why ``model`` cannot stream (one line), or None."""
     name = type(model).model_name
     if not type(model).streams:
-        raise DnnsepError(f"{name}: its masker does not stream (models that stream: {', '.join(streaming_models())})")
+        return f"{name}: its masker does not stream (models that stream: {', '.join(streaming_models())})"
     why = model.separator.not_causal()
     if why is None and not model.config.causal:
         why = "its config says causal: false"
     if why is not None:
-        raise DnnsepError(f"{name}: not causal ({why}); train a causal model (conf/causal.yaml)")
+        return f"{name}: not causal ({why}); train a causal model (conf/causal.yaml)"
+    return None
+
+
+def check_streamable(model: MaskingModel) -> None:
+    """A one-line :class:`DnnsepError` if ``model`` cannot stream."""
+    why = not_streamable(model)
+    if why is not None:
+        raise DnnsepError(why)
 
 
 class StreamingSeparator:
