@@ -37,14 +37,21 @@ def bench_data(
     batches: int = 60,
     dynamic_mixing: bool = False,
     workdir: str | Path | None = None,
+    tiny: bool = False,
 ) -> dict:
-    """Time ``batches`` batches; returns ``{'ms_per_batch', 'startup_ms', 'workers', 'batch_size', 'seconds'}``."""
+    """Time ``batches`` batches; returns ``{'ms_per_batch', 'startup_ms', 'workers', 'batch_size', 'seconds'}``.
+
+    ``tiny``: a small corpus of short utterances (a smoke run, not a figure).
+    """
+    corpus = dict(n_speakers=4, utts_per_speaker=2, seconds=(1.5, 3.0)) if tiny else \
+        dict(n_speakers=12, utts_per_speaker=4, seconds=(5.0, 12.0))  # fmt: skip
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
-        make_corpus(tmp / "corpus", subsets=("train-clean-100", "dev-clean", "test-clean"), n_speakers=12,
-                    utts_per_speaker=4, seconds=(5.0, 12.0), seed=0)  # fmt: skip
+        make_corpus(tmp / "corpus", subsets=("train-clean-100", "dev-clean", "test-clean"), seed=0, **corpus)
+        n_train = batch_size * (batches + 1) if tiny else max(400, batch_size * (batches + 1))
         argv = [str(tmp / "data"), "2", "--librispeech_root", str(tmp / "corpus"), "--no_progress",
-                "--segment", str(seconds), "--n_train", str(max(400, batch_size * (batches + 1)))]  # fmt: skip
+                "--segment", str(seconds), "--n_train", str(n_train)]  # fmt: skip
+        argv += ["--eval_segment", "1", "--n_valid", "2", "--n_test", "2"] if tiny else []
         prepare.main(argv)
         dataset = MixtureDataset(list_path(tmp / "data", 2, "train"), dynamic_mixing=dynamic_mixing)
         loader = torch.utils.data.DataLoader(
@@ -80,6 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dynamic_mixing", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the main process")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--tiny", action="store_true", help="a small corpus of short utterances (the tests run it)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,6 +97,7 @@ def main(argv=None) -> int:
         seconds=args.seconds,
         batches=args.batches,
         dynamic_mixing=args.dynamic_mixing,
+        tiny=args.tiny,
     )
     if args.json:
         print(json.dumps(result))

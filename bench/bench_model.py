@@ -69,7 +69,7 @@ CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figur
     "sepformer": {
         "wsj02mix": SepFormerConfig(sample_rate=8000, **AS_SPEECHBRAIN),
         "whamr16k": SepFormerConfig(sample_rate=16000, **AS_SPEECHBRAIN),
-        "tiny": SepFormerConfig(n_filters=16, kernel_size=4, chunk_size=10, hop_size=5, n_blocks=1, intra_layers=1,
+        "tiny": SepFormerConfig(n_filters=16, kernel_size=16, chunk_size=50, hop_size=25, n_blocks=1, intra_layers=1,
                                 inter_layers=1, heads=2, ffn=16, **AS_SPEECHBRAIN),
     },
 }  # fmt: skip

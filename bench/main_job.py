@@ -55,8 +55,9 @@ model:
   n_filters: 8
   hidden: 8
   n_blocks: 1
-max_minutes: 0.05
+max_minutes: 0.03
 num_workers: 0
+cpu_processes: 1
 """
 
 

@@ -37,7 +37,7 @@ def test_bench_model_tiny(tmp_path, model):
 
 
 def test_bench_data_tiny():
-    done = run("bench_data.py", "--batches", "2", "--seconds", "1", "--json")
+    done = run("bench_data.py", "--tiny", "--batches", "2", "--seconds", "1", "--json")
     assert json.loads(done.stdout.strip().splitlines()[-1])
 
 
