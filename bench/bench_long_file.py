@@ -11,10 +11,11 @@ weights; time does not depend on them).  In a fresh process each, on ``--threads
   time and peak memory, or how it ended (out of memory: the inter-chunk attention over every chunk
   of the file at once; or ``--limit_s`` passed).
 
-Each pass runs under an address-space limit (``--memory_gb``, default 90% of the machine's memory),
-so a pass that needs more fails in its own process with the allocator's message (how much it asked
-for) instead of being killed by the kernel.  ``--kinds speechbrain --update`` runs one arm and keeps
-the other's result in the JSON (same CPU only).
+Each pass runs under an address-space limit (``--memory_gb``, default 90% of the machine's memory;
+recorded with its result), so a pass that needs more fails in its own process with the allocator's
+message (how much it asked for) instead of being killed by the kernel.  (An address-space limit suits
+the CPU: a CUDA process maps far more address space than it uses.)  ``--kinds speechbrain --update``
+runs one arm and keeps the other's result in the JSON (same CPU only).
 
 ``--tiny``: a few seconds of a tiny SepFormer (the tests run it; SpeechBrain timed only if importable).
 """
@@ -88,12 +89,8 @@ def main(argv=None) -> int:
     results = {}
     if args.update and args.json and Path(args.json).is_file():
         old = json.loads(Path(args.json).read_text())
-        same = old.get("cpu") == cpu() and (old["minutes"], old["threads"], old["tiny"]) == (
-            args.minutes,
-            args.threads,
-            args.tiny,
-        )
-        if not same:
+        options = (args.minutes, args.threads, args.tiny)
+        if old.get("cpu") != cpu() or (old["minutes"], old["threads"], old["tiny"]) != options:
             parser.error(f"{args.json}: measured on another CPU or with other options; run every pass instead")
         results = old["results"]
     for kind in kinds:
@@ -111,10 +108,11 @@ def main(argv=None) -> int:
                 results[kind] = {"seconds": seconds, "outcome": f"exit {done.returncode}: {tail}"}
         except subprocess.TimeoutExpired:
             results[kind] = {"outcome": f"gave up after {args.limit_s:g} s"}
+        results[kind]["memory_limit_gb"] = args.memory_gb  # each pass's own (an --update keeps the others')
         print(f"{kind:12s} {results[kind]}", flush=True)
     if args.json:
-        out = {"minutes": args.minutes, "threads": args.threads, "tiny": args.tiny, "memory_gb": args.memory_gb,
-               "cpu": cpu(), "torch": torch.__version__, "results": results}  # fmt: skip
+        out = {"minutes": args.minutes, "threads": args.threads, "tiny": args.tiny, "cpu": cpu(),
+               "torch": torch.__version__, "results": results}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 

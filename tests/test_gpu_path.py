@@ -278,7 +278,7 @@ def test_the_streaming_engine_computes_in_float32_only(name):
     np.testing.assert_allclose(out, want, atol=1e-4 * np.abs(want).max())
 
 
-def test_running_norm_in_float32_stays_with_the_offline_norm_over_thousands_of_pieces():
+def test_cln_carried_in_float32_stays_with_the_offline_norm_over_thousands_of_pieces():
     torch.manual_seed(0)
     norm = CumulativeLayerNorm(4)
     x = 50.0 + torch.randn(1, 30_000, 4)  # (batch, time, channels): a large mean, 6000 pieces of 5 steps

@@ -323,3 +323,58 @@ def test_chunked_stream_holds_about_a_chunk_whatever_the_length():
         stream.push(x)
         held = len(stream._x) + sum(r.shape[1] for r in stream._ready)
         assert held <= 2 * 4000 + 400
+
+
+def weighted_sum_reference(model, x, *, chunk, fade, align=True):
+    """separate_long as first written (dnnsep 0.x): every chunk's output times its weights, summed into the whole
+    output (the chunk plan and the permutation search are the module's own, tested above)."""
+    starts = chunk_starts(len(x), chunk=chunk, overlap=fade)
+    width = min(chunk, len(x))
+    est, prev_end, prev_tail = None, 0, None
+    for i, s in enumerate(starts):
+        with torch.inference_mode():
+            y = model(torch.from_numpy(x[s : s + width])[None])[0].numpy()  # (n_sources, width)
+        est = np.zeros((y.shape[0], len(x)), np.float32) if est is None else est
+        if i > 0 and align:
+            y = y[best_permutation(prev_tail, y[:, : prev_end - s])]
+        w = np.ones(width, np.float32)
+        ramp = (np.sin(0.5 * np.pi * (np.arange(fade) + 0.5) / fade) ** 2).astype(np.float32)
+        if i > 0:
+            a = prev_end - fade - s
+            w[:a] = 0
+            w[a : a + fade] = ramp
+        if i < len(starts) - 1:
+            w[width - fade :] *= ramp[::-1]
+            prev_tail = y[:, starts[i + 1] - s :]
+        est[:, s : s + width] += y * w
+        prev_end = s + width
+    return est
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_separate_long_equals_the_weighted_sum_of_its_chunks(batch_size):
+    rng = np.random.default_rng(batch_size)
+    for chunk_seconds, overlap in [(0.5, 0.25), (0.3001, 0.25), (0.2, 0.5), (0.25, 0.1)]:
+        chunk = round(chunk_seconds * RATE)
+        fade = round(overlap * chunk)
+        for n in (chunk - 1, chunk, chunk + 1, chunk + fade, 3 * chunk + 7, 12_345):
+            x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+            want = weighted_sum_reference(Flipper(band_split), x, chunk=chunk, fade=fade)
+            got = separate_long(Flipper(band_split), x, sample_rate=RATE, chunk_seconds=chunk_seconds, overlap=overlap,
+                                batch_size=batch_size)  # fmt: skip
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=f"{chunk_seconds} s, length {n}")
+
+
+def test_one_pass_takes_any_length_and_overlap():
+    model = conv_model()
+    for n in (1, 2, 3, 7, 4001):
+        x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)[None])[0].numpy()
+        for overlap in (0.25, 0.5):
+            got = separate_long(model, x, sample_rate=RATE, chunk_seconds=None, overlap=overlap)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    # a chunk of 4n + 3 samples with overlap 0.5 cross-fades over half a chunk, rounded down, and still sums to one
+    x = np.random.default_rng(0).standard_normal(20_000).astype(np.float32)
+    est = separate_long(identity, x, sample_rate=RATE, chunk_seconds=2003 / RATE, overlap=0.5)
+    np.testing.assert_allclose(est[0], x, rtol=0, atol=1e-5)

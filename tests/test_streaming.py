@@ -14,7 +14,7 @@ from dnnsep.models.filterbanks import pad_signal
 from dnnsep.streaming import StreamingSeparator, streaming_models
 
 # Tiny causal configs per streamable model: odd strides, stride == kernel, hop == chunk, asteroid's head
-# and chunk padding (DPRNN),
+# and chunk padding, SpeechBrain's chunk padding (DPRNN),
 # depthwise kernels 1, 2, 3 and 4 (Conv-TasNet), 3 sources.
 TINY = {
     "ConvTasNet": [
@@ -33,6 +33,7 @@ TINY = {
         dict(n_filters=8, kernel_size=6, stride=6, hidden=8, chunk_size=4, hop_size=4, n_blocks=1, mask="relu"),
         dict(n_filters=8, kernel_size=4, hidden=8, chunk_size=6, hop_size=3, n_blocks=2, head="gated",
              chunk_padding="chunk"),
+        dict(n_filters=8, kernel_size=4, hidden=8, chunk_size=6, hop_size=3, n_blocks=1, chunk_padding="speechbrain"),
     ],
 }  # fmt: skip
 STREAMABLE = streaming_models()

@@ -14,6 +14,11 @@ so a voice does not jump between outputs.  Neighbours are cross-faded over the l
 samples of the earlier chunk with complementary raised-cosine windows (``cos^2 + sin^2 = 1``), so
 the weights of every sample sum to exactly one.
 
+:class:`ChunkedStream` is that computation on a stream: it runs each chunk as soon as the input
+covers it and returns the samples no later chunk changes, at a fixed latency of one chunk
+(``separate_long`` is that stream over the whole input; live separation runs a model that looks
+ahead this way).
+
 :func:`scale_estimates` then brings each estimate to its level in the mixture (least-squares gain)
 and scales all of them down together if any would clip.
 
@@ -89,28 +94,45 @@ def separate_long(
     if x.ndim != 1 or x.shape[0] < 1:
         raise ValueError(f"mixture must be (time,) with time >= 1, got shape {x.shape}")
     x = x.astype(np.float32, copy=False)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     length = x.shape[0]
     chunk, fade = chunk_plan(
         model, sample_rate=sample_rate, chunk_seconds=chunk_seconds, overlap=overlap, length=length
     )
+    if length <= chunk:  # one pass
+        y = _run(model, x[None], _model_device(model) if device is None else device)[0]  # (n_sources, length)
+        if out is None:
+            return y
+        _check_out(out, y.shape[0], length)
+        out[...] = y
+        return out
     stream = ChunkedStream(model, chunk=chunk, fade=fade, batch_size=batch_size, device=device, align=align)
     n_chunks = len(chunk_starts(length, chunk=chunk, overlap=fade))
-    bar = tqdm(total=n_chunks, desc="separating", unit="chunk", disable=not progress or n_chunks == 1)
+    bar = tqdm(total=n_chunks, desc="separating", unit="chunk", disable=not progress)
     stream.on_chunks = bar.update
+    # the first push completes batch_size chunks, and each next one batch_size more: a full batch per model call
+    bounds = [0, min(length, chunk + (batch_size - 1) * stream.hop)]
+    while bounds[-1] < length:
+        bounds.append(min(length, bounds[-1] + batch_size * stream.hop))
     est, done = out, 0
-    step = chunk * batch_size  # input per push: the stream then holds a batch of chunks at most
-    for start in [*range(0, length, step), None]:
-        y = stream.flush() if start is None else stream.push(x[start : start + step])  # (n_sources, due)
+    for piece in [*zip(bounds, bounds[1:]), None]:
+        y = stream.flush() if piece is None else stream.push(x[piece[0] : piece[1]])  # (n_sources, due)
         if y.shape[1] == 0:
             continue
         if est is None:
             est = np.zeros((stream.n_sources, length), dtype=np.float32)
-        elif done == 0 and est.shape != (stream.n_sources, length):
-            raise ValueError(f"out must have shape {(stream.n_sources, length)}, got {est.shape}")
+        elif done == 0:
+            _check_out(est, y.shape[0], length)
         est[:, done : done + y.shape[1]] = y
         done += y.shape[1]
     bar.close()
     return est
+
+
+def _check_out(out: np.ndarray, n_sources: int, length: int) -> None:
+    if out.shape != (n_sources, length):
+        raise ValueError(f"out must have shape {(n_sources, length)}, got {out.shape}")
 
 
 def chunk_plan(
@@ -126,7 +148,7 @@ def chunk_plan(
     if chunk_seconds is None and length is None:
         raise ValueError("a stream needs chunk_seconds")
     chunk = length if chunk_seconds is None else int(round(chunk_seconds * rate))
-    fade = int(round(overlap * chunk))  # cross-fade length, in samples
+    fade = min(int(round(overlap * chunk)), chunk // 2)  # cross-fade length, in samples
     if (length is None or length > chunk) and (chunk < 2 or fade < 1):
         raise ValueError(f"chunk_seconds={chunk_seconds} at {rate} Hz is too short to chunk with overlap {overlap}")
     return chunk, fade
@@ -180,7 +202,6 @@ class ChunkedStream:
         self._next = 0  # the next regular chunk's start
         self._prev: tuple[int, np.ndarray] | None = None  # the last chunk run: start, aligned output (n_sources, chunk)
         self._ready: list[np.ndarray] = []  # final output not yet returned, in order
-        self._final = 0  # samples final so far
         self.pushed = self.emitted = 0
         self._done = False
 
@@ -192,7 +213,7 @@ class ChunkedStream:
         if x.ndim != 1:
             raise ValueError(f"a block must be mono samples (samples,), got shape {x.shape}")
         x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32, copy=False)
-        self._x = np.concatenate([self._x, x]) if len(self._x) else x
+        self._x = np.concatenate([self._x, x])  # a copy: the caller may reuse its buffer
         self.pushed += len(x)
         starts = []
         while self._next + self.chunk <= self.pushed:
@@ -212,8 +233,7 @@ class ChunkedStream:
         elif self._prev[0] + self.chunk < self.pushed:  # a last chunk, ending at the input's end
             self._run([self.pushed - self.chunk], last=True)
         else:  # the last chunk run ends at the input's end: its tail is not faded out
-            start, y = self._prev
-            self._final_part(y[:, self.chunk - self.fade :])
+            self._final_part(self._prev[1][:, self.chunk - self.fade :])
         return self._emit(self.pushed)
 
     def _run(self, starts: list[int], *, last: bool, width: int | None = None) -> None:
@@ -253,7 +273,6 @@ class ChunkedStream:
 
     def _final_part(self, y: np.ndarray) -> None:
         self._ready.append(np.ascontiguousarray(y, dtype=np.float32))
-        self._final += y.shape[1]
 
     def _emit(self, upto: int) -> np.ndarray:
         """The output samples ``emitted .. upto`` (none if upto <= emitted)."""

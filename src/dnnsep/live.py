@@ -10,11 +10,11 @@ mixture.  ``--play K`` plays voice K to the default output device.  At the end i
 ``report.html`` (:mod:`dnnsep.report`: players and spectrogram strips of the files it wrote).
 
 A causal model (the default: the most recent causal experiment's ``best.pth``) streams with
-:class:`dnnsep.streaming.StreamingSeparator`, its output equal to the offline model's at a latency of
-a few milliseconds.  Any other model (``--model``: a non-causal experiment, a published separator)
-looks ahead, so it is run on overlapping windows of ``--window_seconds`` as they fill
-(:class:`dnnsep.inference.ChunkedStream`, the output of ``separate.sh``'s chunked pass over the
-recording), and the voices come that much later.
+:class:`dnnsep.streaming.StreamingSeparator`, its output equal to the offline model's at the model's
+latency (``config.latency``: a chunk of frames for DPRNN, one window for Conv-TasNet).  Any other
+model (``--model``: a non-causal experiment, a published separator) looks ahead, so it is run on
+overlapping windows of ``--window_seconds`` as they fill (:class:`dnnsep.inference.ChunkedStream`,
+the output of ``separate.sh``'s chunked pass over the recording), and the voices come that much later.
 
 It stops after ``--seconds`` of audio, or on Ctrl-C or SIGTERM: it then separates what is still
 queued (when stopped by ``--seconds``) or not (when interrupted), flushes the model's last

@@ -452,9 +452,11 @@ class Trainer:
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based, over all epochs); see :mod:`.schedule`."""
+        cfg = self.cfg
         halvings = sum(1 for _, label in self.events if str(label).startswith("lr "))
-        total = self.cfg.epochs * self.sampler.steps_per_epoch()
-        return learning_rate(self.cfg, step, halvings=halvings, total_steps=total, budget_done=self._budget_fraction)
+        by_steps = cfg.lr_schedule == "cosine" and cfg.lr_clock == "steps"  # else the total is not needed
+        total = cfg.epochs * self.sampler.steps_per_epoch() if by_steps else 0
+        return learning_rate(cfg, step, halvings=halvings, total_steps=total, budget_done=self._budget_fraction)
 
     def _nonfinite(self, what: str) -> None:
         p = self.progress
