@@ -165,7 +165,6 @@ NEEDED = (
     ("matplotlib", lambda: _module("matplotlib"), "pip install -e '.[dev]'"),
     ("huggingface_hub", lambda: _module("huggingface_hub"), "pip install -e '.[dev]'"),  # hf: references
     ("pyroomacoustics", lambda: _module("pyroomacoustics"), "pip install -e '.[dev]'"),  # simulated rooms
-    ("huggingface_hub", lambda: _module("huggingface_hub"), "pip install -e '.[dev]'"),  # tests/test_hub.py
     (
         "fast_bss_eval, pesq, pystoi",
         lambda: all(map(_module, ("fast_bss_eval", "pesq", "pystoi"))),

@@ -16,9 +16,6 @@ from dnnsep.data.librispeech import scan_subset
 from dnnsep.errors import DnnsepError
 
 TINY = dict(n_speakers=2, utts_per_speaker=2, seconds=(1.0, 2.0), seed=3)
-needs_espeak = pytest.mark.skipif(
-    tts.espeak_binary() is None, reason="espeak-ng not installed (apt-get install espeak-ng): espeak tests skipped"
-)
 
 
 def files(corpus: Path) -> dict[str, bytes]:
@@ -31,8 +28,6 @@ def no_espeak(monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def espeak_corpus(tmp_path_factory) -> Path:
-    if tts.espeak_binary() is None:
-        pytest.skip("espeak-ng not installed (apt-get install espeak-ng): espeak tests skipped")
     return tts.make_offline_corpus(tmp_path_factory.mktemp("tts") / "a", engine="espeak", **TINY).path
 
 
@@ -59,7 +54,6 @@ def test_bad_engine_is_refused(tmp_path):
         tts.make_offline_corpus(tmp_path, engine="festival")
 
 
-@needs_espeak
 def test_layout_is_librispeech_and_prepare_takes_it(espeak_corpus, tmp_path):
     reference = synthetic.make_corpus(tmp_path / "numpy", **TINY)
     assert files(espeak_corpus).keys() == files(reference).keys()  # same folders, names, SPEAKERS.TXT, ...
@@ -77,7 +71,6 @@ def test_layout_is_librispeech_and_prepare_takes_it(espeak_corpus, tmp_path):
     assert (tmp_path / "data" / "2mix" / "test.json").is_file()
 
 
-@needs_espeak
 def test_same_seed_same_bytes(espeak_corpus, tmp_path):
     again = tts.make_offline_corpus(tmp_path / "b", engine="espeak", **TINY).path
     assert files(again) == files(espeak_corpus)
@@ -88,7 +81,6 @@ def test_same_seed_same_bytes(espeak_corpus, tmp_path):
     )
 
 
-@needs_espeak
 def test_speakers_txt_names_each_speakers_voice(espeak_corpus):
     rows = [line.split("|") for line in (espeak_corpus / "SPEAKERS.TXT").read_text().splitlines()[1:]]
     voices = {row[0].strip(): row[4].strip() for row in rows}
@@ -96,7 +88,6 @@ def test_speakers_txt_names_each_speakers_voice(espeak_corpus):
     assert all(voice.startswith("espeak-ng ") and " -p " in voice for voice in voices.values())
 
 
-@needs_espeak
 @pytest.mark.parametrize("seed", [0, 1])
 def test_voices_are_distinct_and_no_subset_shares_one(seed):
     plan = tts.plan_voices(binary=tts.espeak_binary(), subsets=synthetic.SUBSETS, n_speakers=30, seed=seed)
@@ -114,7 +105,6 @@ def test_voices_are_distinct_and_no_subset_shares_one(seed):
             assert all(b - a >= 10 for a, b in zip(same, same[1:])), (variant, same)
 
 
-@needs_espeak
 def test_cli_says_espeak(tmp_path, capsys):
     argv = [str(tmp_path / "c"), "--engine", "espeak", "--n_speakers", "2", "--utts_per_speaker", "1",
             "--seconds", "1", "1.5", "--subsets", "test-clean", "--mirror_dir", str(tmp_path / "mirror")]  # fmt: skip

@@ -51,6 +51,17 @@ class DownmixWarning(UserWarning):
 # -- reading and writing -----------------------------------------------------------------------
 
 
+def mono_block(block) -> np.ndarray:
+    """A block of a live stream as float32 samples: float as it is, int16 scaled by 1/32768.
+
+    Shape: (samples,) -> (samples,); anything else is refused in one line.
+    """
+    x = np.asarray(block)
+    if x.ndim != 1:
+        raise AudioError(f"a block must be mono samples (samples,), got shape {x.shape}")
+    return x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32, copy=False)
+
+
 def read_audio(
     path: str | os.PathLike, *, sample_rate: int | None = None, mono: bool = True, min_seconds: float = 0.0
 ) -> tuple[np.ndarray, int]:

@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from . import losses
+from .audio import mono_block
 
 Separator = Callable[[torch.Tensor], torch.Tensor]  # (batch, time) -> (batch, n_sources, time)
 
@@ -209,10 +210,7 @@ class ChunkedStream:
         """Take the next input samples; return the output samples due (all but the last ``latency`` in)."""
         if self._done:
             raise ValueError("push() after flush(): call reset() to start a new stream")
-        x = np.asarray(block)
-        if x.ndim != 1:
-            raise ValueError(f"a block must be mono samples (samples,), got shape {x.shape}")
-        x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32, copy=False)
+        x = mono_block(block)
         self._x = np.concatenate([self._x, x])  # a copy: the caller may reuse its buffer
         self.pushed += len(x)
         starts = []

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from . import models
+from .audio import mono_block
 from .errors import DnnsepError
 from .models.base import MaskingModel
 
@@ -130,10 +131,7 @@ class StreamingSeparator:
         """Take the next input samples; return the output samples due (all but the last ``latency`` in)."""
         if self._done:
             raise DnnsepError("push() after flush(): call reset() to start a new stream")
-        x = np.asarray(block)
-        if x.ndim != 1:
-            raise DnnsepError(f"a block must be mono samples (samples,), got shape {x.shape}")
-        x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32, copy=False)
+        x = mono_block(block)
         self.pushed += len(x)
         self._samples = np.concatenate([self._samples, x]) if len(self._samples) else x
         if len(self._samples) >= self.kernel_size:
