@@ -6,8 +6,11 @@ offline corpus is made by the first run and reused), timed as a whole.  Then a *
 is made once: the same corpus recipe's test subset with a fresh ``--content_seed`` (new accents,
 pitches, speeds and sentences on the variants the training subset never heard: no voice in it was
 ever used to choose anything), 100 mixtures of whole utterances; every run's ``best.pth`` is scored
-on it.  The JSON holds per-run figures (the job's own test list and the report list, epochs, epoch
-times, total seconds), their mean and standard deviation, and the CPU's model and flags.
+on it.  So is a **held-out engine list**: 100 mixtures of festival voices (diphone synthesis, an engine
+the job never trains on; its voice recorded from a person flite also voices is left out), which
+tells whether the model learnt voices or its engines' sound.  The JSON holds per-run figures (the
+job's own test list, the report list, the held-out engine list, epochs, epoch times, total seconds),
+their mean and standard deviation, and the CPU's model and flags.
 
 ``--isa avx2`` runs the jobs as on an AVX2-only CPU in float32 (oneDNN and ATen limited to AVX2,
 ``DNNSEP_CPU_BF16=0``), the most common laptop: the job's target machine.  ``--tiny`` runs a tiny
@@ -114,14 +117,22 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = 
     }
 
 
-def report_list(folder: Path, env: dict, *, report_seed: int, tiny: bool) -> Path:
-    """The report test list: the job's corpus recipe's test subset, new voices and sentences (``report_seed``)."""
+HELD_OUT = "festival"  # the engine no recipe trains on (dnnsep.data.tts.AUTO)
+
+
+def report_list(folder: Path, env: dict, *, report_seed: int, tiny: bool, held_out: bool = False) -> Path:
+    """The report test list: the job's corpus recipe's test subset, new voices and sentences (``report_seed``);
+    ``held_out``: the voices of the held-out engine instead (all of them, less those the training engines voice)."""
     corpus = folder / "corpus"
     speakers, utts, n_test = ("4", "2", "4") if tiny else ("200", "2", "100")
     python = env.get("PYTHON", sys.executable)
-    subprocess.run([python, "-m", "dnnsep.bin.make_corpus", str(corpus), "--subsets", "dev-clean", "test-clean",
-                    "--only", "test-clean", "--content_seed", str(report_seed), "--n_speakers", speakers,
-                    "--utts_per_speaker", utts, "--seconds", "4", "6", "--quiet"], check=True, env=env)  # fmt: skip
+    if held_out:
+        voices = ["--subsets", "test-clean", "--engine", HELD_OUT, "--avoid", "espeak", "flite"]
+    else:
+        voices = ["--subsets", "dev-clean", "test-clean", "--only", "test-clean"]
+    subprocess.run([python, "-m", "dnnsep.bin.make_corpus", str(corpus), *voices, "--content_seed", str(report_seed),
+                    "--n_speakers", speakers, "--utts_per_speaker", utts, "--seconds", "4", "6", "--quiet"],
+                   check=True, env=env)  # fmt: skip
     lists = folder / "lists"
     subprocess.run([python, "-m", "dnnsep.bin.prepare", str(lists), "2", "--librispeech_root",
                     str(corpus / "LibriSpeech"), "--subsets", "test-clean", "test-clean", "test-clean",
@@ -181,9 +192,13 @@ def main(argv=None) -> int:
                 f"  {runs[-1]['total_s']:.0f} s, {runs[-1]['epochs']} epochs, test {runs[-1]['test_own']}", flush=True
             )
         lists = report_list(work / "report", env, report_seed=args.report_seed, tiny=args.tiny)
+        engine = report_list(work / "held_out", env, report_seed=args.report_seed, tiny=args.tiny, held_out=True)
         for run in runs:
-            run["test_report"] = score(run.pop("best"), lists, work / "report" / f"eval-{run['seed']}", env)
-            print(f"  seed {run['seed']}: report list {run['test_report']}", flush=True)
+            best = run.pop("best")
+            run["test_report"] = score(best, lists, work / "report" / f"eval-{run['seed']}", env)
+            run["test_held_out_engine"] = score(best, engine, work / "held_out" / f"eval-{run['seed']}", env)
+            print(f"  seed {run['seed']}: report list {run['test_report']}, held-out engine "
+                  f"{run['test_held_out_engine']}", flush=True)  # fmt: skip
     result = {
         "what": "the main job (bash utils/run_main_job.sh), whole runs, each model scored on its own test list and "
         "on a report list of voices never used to choose anything (bench/main_job.py)",
@@ -196,6 +211,11 @@ def main(argv=None) -> int:
         "runs": runs,
         "test_report_si_sdri": spread([r["test_report"]["si_sdri"] for r in runs]),
         "test_own_si_sdri": spread([r["test_own"]["si_sdri"] for r in runs]),
+        "held_out_engine": HELD_OUT,
+        "test_held_out_engine_si_sdri": spread([r["test_held_out_engine"]["si_sdri"] for r in runs]),
+        "held_out_engine_below_own_db": spread(
+            [r["test_own"]["si_sdri"] - r["test_held_out_engine"]["si_sdri"] for r in runs]
+        ),
         "total_s": spread([r["total_s"] for r in runs]),
     }
     out = Path(args.out)
@@ -204,7 +224,9 @@ def main(argv=None) -> int:
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp_out, out)
     report = result["test_report_si_sdri"]
-    print(f"main_job: report-list SI-SDRi {report['mean']:.2f} dB (std {report['std']}) over {len(runs)} run(s); "
+    engine = result["test_held_out_engine_si_sdri"]
+    print(f"main_job: report-list SI-SDRi {report['mean']:.2f} dB (std {report['std']}), held-out engine "
+          f"({HELD_OUT}) {engine['mean']:.2f} dB (std {engine['std']}) over {len(runs)} run(s); "
           f"wrote {out}")  # fmt: skip
     return 0
 

@@ -148,9 +148,21 @@ def reference_si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
 # -- the tools the suite needs: checked once, up front ------------------------------------------------
 # (what, how to tell it is there, the fix).  CI installs them all; a developer without one is told here,
 # in one line, before any test runs, rather than by a failure deep inside a test or a silent skip.
+def _all_voices(engine: str) -> bool:
+    from dnnsep.data import synthesisers
+
+    return len(synthesisers.installed(engine)) == len(synthesisers.ENGINES[engine][2])
+
+
 NEEDED = (
     ("zsh", lambda: shutil.which("zsh"), "apt-get install zsh / brew install zsh"),
     ("espeak-ng", lambda: shutil.which("espeak-ng"), "apt-get install espeak-ng / brew install espeak-ng"),
+    ("flite", lambda: _all_voices("flite"), "apt-get install flite / brew install flite"),
+    (
+        "festival and 3 of its voices",
+        lambda: _all_voices("festival"),
+        "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts / port install festival",
+    ),  # the engine the benches hold out of training
     (
         "chromium",
         lambda: chromium_binary(),

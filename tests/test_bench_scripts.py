@@ -55,11 +55,20 @@ def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_p
     for r in result["runs"]:
         assert r["stopped"].startswith("time budget") and r["epochs"] >= 1
         assert set(r["test_own"]) >= {"si_sdri", "sdri"} and set(r["test_report"]) >= {"si_sdri", "sdri"}
+        assert set(r["test_held_out_engine"]) >= {"si_sdri", "sdri"}
     spread = result["test_report_si_sdri"]
     assert spread["std"] is not None and spread["min"] <= spread["mean"] <= spread["max"]
     assert result["cpu"]["model"] and "avx2" in result["cpu"]["flags"] or sys.platform != "linux"
     corpus_names = (work / "report" / "corpus" / "LibriSpeech" / "SPEAKERS.TXT").read_text()
     assert "test-clean" in corpus_names and "dev-clean" not in corpus_names  # only the report's test subset
+    # the held-out engine's list: festival voices only, none recorded from a person flite (in training) voices
+    table = (work / "held_out" / "corpus" / "LibriSpeech" / "SPEAKERS.TXT").read_text().splitlines()[1:]
+    engine_names = [line.split("|")[4].split()[:2] for line in table]
+    assert {e for e, _ in engine_names} == {"festival"}
+    assert {v for _, v in engine_names} == {"kal_diphone", "ked_diphone"}
+    trained_on = (next(work.rglob("synthetic/LibriSpeech")) / "SPEAKERS.TXT").read_text()
+    assert "| espeak-ng " in trained_on and "| flite " in trained_on and "festival" not in trained_on
+    assert result["held_out_engine"] == "festival" and result["held_out_engine_below_own_db"]["std"] is not None
     # espeak_pair on the first run's model: the voices it picks were not in the subset that model trained on
     best = next((work / "seed111").rglob("model/best.pth"))
     corpus = next(work.rglob("synthetic/LibriSpeech")).parent
@@ -67,7 +76,7 @@ def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_p
     pair = json.loads((tmp_path / "pair" / "result.json").read_text())
     assert pair["train_subset"] == "dev-clean" and "SI-SDRi" in done.stdout
     speakers = (corpus / "LibriSpeech" / "SPEAKERS.TXT").read_text().splitlines()
-    heard = {line.split("+")[-1].split()[0] for line in speakers if "| dev-clean" in line}
+    heard = {line.split("+")[-1].split()[0] for line in speakers if "| dev-clean" in line and "espeak-ng" in line}
     assert not {v.split("+", 1)[1] for v in pair["voices"]} & heard
     refused = subprocess.run([sys.executable, str(BENCH / "espeak_pair.py"), str(best), "--corpus", str(corpus),
                               "--voices", sorted(heard)[0], sorted(heard)[-1]], capture_output=True, text=True,

@@ -63,14 +63,16 @@ STUBS = {
     "brew": 'echo "$STUB_BREW_PREFIX"',
     "cc": '[ -n "$STUB_CC_FINDS" ]',  # whether `cc -E` finds the header (not Homebrew's on a Mac)
     "espeak-ng": "",
+    "flite": "",
+    "festival": "",
     "zsh": "",
     "shellcheck": "",
     "chromium": "",
 }
 
 
-def run_setup(tmp_path, what="main", *, stubs=("id", "uname", "apt-get", "apt-cache", "espeak-ng"), python=None,
-              **env):  # fmt: skip
+def run_setup(tmp_path, what="main", *, stubs=("id", "uname", "apt-get", "apt-cache", "espeak-ng", "flite"),
+              python=None, **env):  # fmt: skip
     """Run a copy of setup.sh (its checkout: tmp_path/checkout) -> (done, checkout, log lines)."""
     checkout, bin_dir, tools = tmp_path / "checkout", tmp_path / "stubs", tmp_path / "tools"
     for folder in (checkout / "utils", bin_dir, tools):
@@ -181,11 +183,12 @@ def test_no_cpu_index_quotes_real_pips_last_error(tmp_path):
 
 
 def test_missing_system_packages_name_the_apt_get_command(tmp_path):
-    done, checkout, log = run_setup(tmp_path, "test", STUB_PYTHON_H=0)  # no zsh, shellcheck, cc, headers
+    done, checkout, log = run_setup(tmp_path, "test", STUB_PYTHON_H=0)  # no festival, zsh, shellcheck, cc, headers
     assert done.returncode == 3, done.stderr
-    assert done.stderr == (
-        "setup: missing: zsh shellcheck C compiler PortAudio headers Python headers Chromium; install with: sudo"
-        " apt-get install zsh shellcheck build-essential portaudio19-dev python3-dev chromium\n"
+    assert done.stderr == (  # festival's voices are packages of their own
+        "setup: missing: festival zsh shellcheck C compiler PortAudio headers Python headers Chromium; install with:"
+        " sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts zsh shellcheck"
+        " build-essential portaudio19-dev python3-dev chromium\n"
     )
     assert calls(log, "id") == ["-u"] and not calls(log, "apt-get") and not pip_installs(log)
 
@@ -206,7 +209,8 @@ def test_a_mac_missing_only_apples_tools_is_told_xcode_select_alone(tmp_path, cc
     # bash said "brew install " with nothing after it
     (tmp_path / "brew" / "include").mkdir(parents=True)
     (tmp_path / "brew" / "include" / "portaudio.h").touch()  # found there when no cc finds it
-    stubs = ("id", "uname", "brew", "espeak-ng", "zsh", "shellcheck", "chromium") + (("cc",) if cc != "none" else ())
+    stubs = ("id", "uname", "brew", "espeak-ng", "flite", "festival", "zsh", "shellcheck", "chromium")
+    stubs += ("cc",) if cc != "none" else ()
     done, checkout, log = run_setup(tmp_path, "test", stubs=stubs, STUB_OS="Darwin", STUB_PYTHON_H=0, STUB_CC_FINDS=1)
     missing = "Python headers" if cc != "none" else "C compiler Python headers"
     assert done.returncode == 3, done.stderr
@@ -217,7 +221,7 @@ def test_a_mac_finds_homebrews_portaudio_and_builds_pyaudio_against_it(tmp_path)
     brew = tmp_path / "brew"  # /opt/homebrew or /usr/local: not on the compiler's path
     (brew / "include").mkdir(parents=True)
     (brew / "include" / "portaudio.h").touch()
-    stubs = ("id", "uname", "brew", "cc", "espeak-ng", "zsh", "shellcheck", "chromium")
+    stubs = ("id", "uname", "brew", "cc", "espeak-ng", "flite", "festival", "zsh", "shellcheck", "chromium")
     done, checkout, log = run_setup(tmp_path, "test", stubs=stubs, STUB_OS="Darwin", STUB_TORCH=1)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("setup: installing dnnsep[dev] into "), done.stderr

@@ -1,5 +1,5 @@
 """The offline corpus: espeak-ng voices in LibriSpeech's layout, deterministic, one voice per speaker, none in
-two subsets; the numpy synthesiser when espeak-ng is missing."""
+two subsets; the numpy synthesiser when espeak-ng is missing.  (festival and flite: test_synthesisers.py.)"""
 
 from __future__ import annotations
 
@@ -49,9 +49,10 @@ def test_auto_falls_back_to_numpy_without_espeak(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "c" / "LibriSpeech" / "dev-clean").is_dir()
 
 
-def test_bad_engine_is_refused(tmp_path):
-    with pytest.raises(DnnsepError, match="engine must be one of"):
-        tts.make_offline_corpus(tmp_path, engine="festival")
+@pytest.mark.parametrize("engine", ["mbrola", "espeak+espeak", "espeak+", "numpy+espeak"])
+def test_bad_engine_is_refused(tmp_path, engine):
+    with pytest.raises(DnnsepError, match="engine must be auto, numpy or a '\\+' list of espeak, festival, flite"):
+        tts.make_offline_corpus(tmp_path, engine=engine)
 
 
 def test_layout_is_librispeech_and_prepare_takes_it(espeak_corpus, tmp_path):

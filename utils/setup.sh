@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Set up what dnnsep needs on this machine, once:  bash utils/setup.sh [main|test]
 #
-#   main   the main job's needs: dnnsep and its runtime packages; espeak-ng (the offline corpus's voices)
-#   test   everything the test suite runs: also zsh, PortAudio + a C compiler and Python headers (PyAudio
-#          builds from source), shellcheck, and the [dev] extra (pytest, onnxruntime, matplotlib, ...)
+#   main   the main job's needs: dnnsep and its runtime packages; espeak-ng and flite (the offline corpus's
+#          voices)
+#   test   everything the test suite runs: also festival and three of its voices (the engine the benches
+#          hold out), zsh, shellcheck, PortAudio + a C compiler and Python headers (PyAudio builds from
+#          source), and the [dev] extra (pytest, onnxruntime, matplotlib, ...)
 #
 # System packages: as root with apt-get (Debian/Ubuntu) they are installed, saying so; otherwise one
 # line names each missing package and the command that installs it on this system, and the script
@@ -25,10 +27,10 @@ os=$(uname -s)
 # never empty or guarded by its length.
 
 # -- system packages ----------------------------------------------------------------------------
-# name:command-or-file-that-shows-it-is-there:apt package:brew package
-needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng")
+# name:command-or-file-that-shows-it-is-there:apt packages:brew package
+needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng" "flite:flite:flite:flite")
 if [ "$what" = test ]; then
-  needs+=("zsh:zsh:zsh:zsh" "shellcheck:shellcheck:shellcheck:shellcheck" "C compiler:cc:build-essential:"
+  needs+=("festival:festival:festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts:" "zsh:zsh:zsh:zsh" "shellcheck:shellcheck:shellcheck:shellcheck" "C compiler:cc:build-essential:"
     "PortAudio headers:portaudio.h:portaudio19-dev:portaudio" "Python headers:Python.h:python3-dev:"
     "Chromium:chromium:chromium:")  # the report page's browser test (macOS: brew install --cask chromium)
 fi
@@ -49,9 +51,9 @@ have() {  # a command on PATH, or a header the compiler (or Homebrew) has
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
-missing() {  # the tests need everything; the main job runs without espeak-ng (a numpy corpus, which sounds worse)
+missing() {  # the tests need everything; the main job runs without them (fewer voices, or a numpy corpus)
   if [ "$what" = main ]; then
-    say "note: no ${missing_names[*]}: the offline corpus falls back to a numpy synthesiser (install with: $1)"
+    say "note: no ${missing_names[*]}: the offline corpus has fewer voices (without espeak-ng, a numpy synthesiser's; install with: $1)"
   else
     say "missing: ${missing_names[*]}; install with: $1"
     exit 3
@@ -63,7 +65,8 @@ for need in "${needs[@]}"; do
 $need
 NEED
   if ! have "$probe"; then
-    missing_names+=("$name"); missing_apt+=("$apt")
+    missing_names+=("$name")
+    for package in $apt; do missing_apt+=("$package"); done  # one or more, split on spaces
     if [ -n "$brew" ]; then missing_brew+=("$brew"); fi
   fi
 done
@@ -77,6 +80,7 @@ if [ ${#missing_names[@]} -gt 0 ]; then
     case " ${missing_names[*]} " in *" C compiler "* | *" Python headers "*) hint="xcode-select --install" ;; esac
     if [ ${#missing_brew[@]} -gt 0 ]; then hint="${hint:+$hint; }brew install ${missing_brew[*]}"; fi
     case " ${missing_names[*]} " in *" Chromium "*) hint="${hint:+$hint; }brew install --cask chromium" ;; esac
+    case " ${missing_names[*]} " in *" festival "*) hint="${hint:+$hint; }port install festival (MacPorts)" ;; esac
     missing "$hint"
   else
     missing "sudo apt-get install ${missing_apt[*]}"

@@ -1,19 +1,21 @@
-"""An offline corpus that sounds like speech: espeak-ng voices reading generated sentences, in LibriSpeech's layout.
+"""An offline corpus that sounds like speech: synthesised voices reading generated sentences, in LibriSpeech's layout.
 
 Where LibriSpeech cannot be downloaded, :func:`make_offline_corpus` writes a stand-in that ``prepare
---librispeech_root`` takes as it is.  With ``espeak-ng`` (or ``espeak``) on the PATH each speaker is one
-espeak voice: an English accent (or, now and then, a Latin-script language reading English words), a
-voice variant (female or male), a pitch and a speed, all drawn from the seed.  The variants are split
-between the subsets, so the dev and test speakers are voices never heard in training.  Without espeak
-the NumPy synthesiser of :mod:`dnnsep.data.synthetic` is the last resort.
+--librispeech_root`` takes as it is.  Each speaker is one voice of one synthesiser; the voices are split
+between the subsets, so the dev and test speakers are voices never heard in training.
 
-Other engines considered: festival and flite (Debian packages, but a handful of voices each), pico2wave
-(non-free, not in Debian main; one voice per language), mimic (not packaged), piper-tts and coqui-tts
-(PyPI, but their voices are model weights fetched from a hub at run time: not offline).  espeak-ng is one
-small package (``apt-get install espeak-ng``, also on macOS via Homebrew) whose ~80 usable variants x pitch
-x speed give as many distinct voices as a corpus needs, and it synthesises much faster than real time.
+- **espeak-ng** (``apt-get install espeak-ng``, also Homebrew), formant synthesis: an English accent (or,
+  now and then, a Latin-script language reading English words), a voice variant (female or male), a
+  pitch and a speed, all drawn from the seed; its ~80 usable variants x pitch x speed give as many
+  distinct voices as a corpus needs, much faster than real time.
+- **flite** and **festival** (:mod:`dnnsep.data.synthesisers`), statistical parametric and diphone
+  synthesis: a few voices each, varied by speed and a warp of pitch and formants.
 
-The audio is byte-identical for a seed on a given espeak-ng version (its output is deterministic;
+``engine='auto'`` (the recipes') shares the speakers between espeak-ng and flite where both are
+installed; the benches test on festival, an engine held out of training.  Without espeak the NumPy
+synthesiser of :mod:`dnnsep.data.synthetic` is the last resort.
+
+The audio is byte-identical for a seed on given engine versions (their output is deterministic;
 resampling to 16 kHz is plain NumPy).
 
 >>> words = sentence_words(np.random.default_rng(0), 12)
@@ -39,9 +41,12 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import DnnsepError
-from . import synthetic
+from . import synthesisers, synthetic
+from .synthesisers import EngineVoice
 
-ENGINES = ("auto", "espeak", "numpy")
+SYNTHESISERS = ("espeak", "festival", "flite")
+ENGINES = ("auto", "numpy", *SYNTHESISERS)  # and any '+' list of SYNTHESISERS: 'espeak+festival'
+AUTO = ("espeak", "flite")  # what 'auto' uses where installed; festival is the engine the benches hold out
 ENGLISH = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")  # fmt: skip
 OTHER_LANGUAGES = ("de", "nl", "es")  # read English words with their own letter-to-sound rules: foreign accents
@@ -116,6 +121,36 @@ def available_engines() -> list[str]:
     return (["espeak"] if espeak_binary() else []) + ["numpy"]
 
 
+def parse_engine(engine: str) -> tuple[str, ...]:
+    """The synthesisers an ``engine`` option names: ``'espeak+festival'`` -> ``('espeak', 'festival')``;
+    ``'auto'``: those of :data:`AUTO` installed here (``('numpy',)`` without espeak-ng).
+
+    >>> parse_engine("flite+espeak")
+    ('espeak', 'flite')
+    """
+    if engine == "auto":
+        if not espeak_binary():
+            return ("numpy",)
+        return ("espeak",) + tuple(e for e in AUTO[1:] if synthesisers.installed(e))
+    names = tuple(engine.split("+"))
+    if engine == "numpy":
+        return names
+    if not names or any(n not in SYNTHESISERS for n in names) or len(set(names)) < len(names):
+        raise DnnsepError(f"engine must be auto, numpy or a '+' list of {', '.join(SYNTHESISERS)}, got {engine!r}")
+    return tuple(sorted(names, key=SYNTHESISERS.index))
+
+
+def missing(engine: str) -> str | None:
+    """A line saying which synthesisers of ``engine`` are not installed here and how to install them, or None."""
+    lines = []
+    for name in parse_engine(engine):
+        if name == "espeak" and not espeak_binary():
+            lines.append("espeak-ng not found on the PATH (apt-get install espeak-ng / brew install espeak-ng)")
+        elif name in synthesisers.ENGINES and not synthesisers.installed(name):
+            lines.append(f"{name} or its voices not found ({synthesisers.ENGINES[name][1]})")
+    return "; ".join(lines) or None
+
+
 @cache
 def installed(binary: str) -> tuple[frozenset[str], frozenset[str], str]:
     """(languages, variants, version line) of the espeak at ``binary``, from ``--voices`` and ``--voices=variant``."""
@@ -149,7 +184,7 @@ def plan_voices(
         raise DnnsepError(f"{binary} has none of the English voices {', '.join(ENGLISH)}; check espeak --voices")
     english, accents = accents, accents + [v for v in OTHER_LANGUAGES if v in languages]
     rng = np.random.default_rng([seed, 7777])
-    groups = {sex: _split(list(rng.permutation([v for v in names if v in variants])), len(subsets))
+    groups = {sex: synthesisers.split(list(rng.permutation([v for v in names if v in variants])), len(subsets))
               for sex, names in (("F", FEMALE), ("M", MALE))}  # fmt: skip
     for sex, parts in groups.items():
         if not all(parts):
@@ -183,15 +218,6 @@ def plan_voices(
             voices.append(voice)
         plan[subset] = voices
     return plan
-
-
-def _split(items: list[str], n: int) -> list[list[str]]:
-    """The first part gets half (rounded up), the other ``n - 1`` parts share the rest evenly."""
-    if n == 1:
-        return [items]
-    first = -(-len(items) // 2)
-    rest = items[first:]
-    return [items[:first]] + [rest[k :: n - 1] for k in range(n - 1)]
 
 
 def sentence_words(rng: np.random.Generator, n_words: int) -> list[str]:
@@ -265,8 +291,10 @@ def trim(audio: np.ndarray, sample_rate: int, *, threshold_db: float = -40.0) ->
     return audio[max(0, loud[0] * frame - margin) : min(len(audio), (loud[-1] + 1) * frame + margin)]
 
 
-def speak(binary: str, voice: EspeakVoice, text: str) -> tuple[np.ndarray, int]:
-    """``text`` read by ``voice``: (float64 samples, espeak's sample rate).  Shape: (frames,)."""
+def speak(binary: str, voice: EspeakVoice | EngineVoice, text: str) -> tuple[np.ndarray, int]:
+    """``text`` read by ``voice``: (float64 samples, the engine's sample rate).  Shape: (frames,)."""
+    if isinstance(voice, EngineVoice):
+        return synthesisers.speak(voice, text)
     done = subprocess.run([binary, *voice.args(), "-a", str(AMPLITUDE), "--stdout", text], capture_output=True)
     if done.returncode != 0 or not done.stdout:
         raise DnnsepError(f"{binary} {voice.spec} failed: {done.stderr.decode(errors='replace').strip()[:200]}")
@@ -275,7 +303,11 @@ def speak(binary: str, voice: EspeakVoice, text: str) -> tuple[np.ndarray, int]:
 
 
 def utterance(
-    binary: str, voice: EspeakVoice, rng: np.random.Generator, seconds: tuple[float, float], sample_rate: int
+    binary: str | None,
+    voice: EspeakVoice | EngineVoice,
+    rng: np.random.Generator,
+    seconds: tuple[float, float],
+    sample_rate: int,
 ) -> tuple[np.ndarray, str]:
     """A few sentences read by ``voice``, between ``seconds`` long where words allow.  Shape: (frames,), float32.
 
@@ -284,7 +316,7 @@ def utterance(
     """
     low, high = seconds
     target = rng.uniform(low, high)
-    pool = sentence_words(rng, int(high * SPEED[1] / 60 * 3) + 8)
+    pool = sentence_words(rng, int(high * max(SPEED[1], voice.speed) / 60 * 3) + 8)
     n = max(1, round(target * voice.speed / 60 * 0.9))
     ends = [e for e in range(max(1, n - 3), n + 4) if e <= len(pool) and pool[e - 1][-1] in ".?"]
     n = min(ends, key=lambda e: abs(e - n)) if ends else n
@@ -312,9 +344,50 @@ def utterance(
     return audio.astype(np.float32), transcript(words)
 
 
+def plan_speakers(
+    engines: Sequence[str],
+    *,
+    subsets: Sequence[str],
+    n_speakers: int,
+    seed: int,
+    content_seed: int | None = None,
+    avoid: Sequence[str] = (),
+    binary: str | None = None,
+) -> dict[str, list[EspeakVoice | EngineVoice]]:
+    """Each subset's speakers, shared out between ``engines`` (as evenly as the count allows), then shuffled.
+
+    Each engine's voices are planned on their own (:func:`plan_voices` for espeak,
+    :func:`dnnsep.data.synthesisers.plan_voices` for the others), so no voice is in two subsets.
+    ``avoid`` names engines a model was trained on: voices recorded from a person one of them voices
+    are left out (festival's ``cmu_us_slt_arctic_hts`` after flite's ``slt``).  One engine alone: its plan as it is.
+    """
+    content_seed = seed if content_seed is None else content_seed
+    heard = frozenset().union(*(synthesisers.recorded(e) for e in avoid if e in synthesisers.ENGINES))
+    plans = []
+    for i, engine in enumerate(engines):
+        count = n_speakers // len(engines) + int(i < n_speakers % len(engines))
+        if count == 0:
+            continue
+        if engine == "espeak":
+            plans.append(plan_voices(binary=binary or espeak_binary(), subsets=subsets, n_speakers=count, seed=seed,
+                                     content_seed=content_seed))  # fmt: skip
+        else:
+            plans.append(synthesisers.plan_voices(engine, subsets=subsets, n_speakers=count, seed=seed,
+                                                  content_seed=content_seed, avoid=heard))  # fmt: skip
+    if len(plans) == 1:
+        return plans[0]
+    out = {}
+    for s_index, subset in enumerate(subsets):
+        voices = [v for plan in plans for v in plan[subset]]
+        order = np.random.default_rng([content_seed, s_index, 7779]).permutation(len(voices))
+        out[subset] = [voices[k] for k in order]
+    return out
+
+
 def make_corpus(
     root: str | os.PathLike,
     *,
+    engines: Sequence[str] = ("espeak",),
     subsets: Sequence[str] = synthetic.SUBSETS,
     n_speakers: int = 8,
     utts_per_speaker: int = 3,
@@ -322,32 +395,35 @@ def make_corpus(
     seed: int = 0,
     content_seed: int | None = None,
     only: Sequence[str] | None = None,
+    avoid: Sequence[str] = (),
     sample_rate: int = 16000,
     workers: int = 2,
     binary: str | None = None,
 ) -> Path:
-    """Like :func:`dnnsep.data.synthetic.make_corpus` (same layout, speaker ids, SPEAKERS.TXT) with espeak voices.
+    """Like :func:`dnnsep.data.synthetic.make_corpus` (same layout, speaker ids, SPEAKERS.TXT) with the voices
+    of one or more synthesisers (``engines``: espeak, festival, flite; :func:`plan_speakers`).
 
     Writes ``<root>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` (16-bit, mono,
-    ``sample_rate``) + ``*.trans.txt``, ``SPEAKERS.TXT`` (its NAME column is the espeak voice) and
+    ``sample_rate``) + ``*.trans.txt``, ``SPEAKERS.TXT`` (its NAME column is the engine and voice) and
     ``README.TXT``; returns ``<root>/LibriSpeech``.  ``workers`` utterances are synthesised at a time.
 
-    ``content_seed`` (default ``seed``) draws the voices' accents, pitches and speeds and the sentences,
-    ``seed`` the split of variants between subsets; ``only`` writes those subsets alone (the split still
-    made over all of ``subsets``): a fresh test subset, say, whose voices no training subset heard.
+    ``content_seed`` (default ``seed``) draws the voices' accents, pitches, speeds and warps and the
+    sentences, ``seed`` the split of voices between subsets; ``only`` writes those subsets alone (the
+    split still made over all of ``subsets``): a fresh test subset, say, whose voices no training subset
+    heard.  ``avoid``: engines a model to be tested was trained on (see :func:`plan_speakers`).
     """
     binary = binary or espeak_binary()
-    if binary is None:
-        raise DnnsepError(
-            "espeak-ng not found on the PATH; install it (apt-get install espeak-ng) or use engine='numpy'"
-        )
+    lacking = [e for e in engines if (binary is None if e == "espeak" else not synthesisers.installed(e))]
+    if lacking:
+        raise DnnsepError(f"{missing('+'.join(lacking))}; or use engine='numpy'")
     if not 1 <= n_speakers <= 999 or utts_per_speaker < 1 or workers < 1:
         raise DnnsepError(f"need 1 <= n_speakers <= 999, utts_per_speaker >= 1, workers >= 1, "
                           f"got {n_speakers}, {utts_per_speaker}, {workers}")  # fmt: skip
     low, high = (seconds, seconds) if isinstance(seconds, (int, float)) else seconds
     if not 0.5 <= low <= high:
         raise DnnsepError(f"seconds must be a range within [0.5, inf), got {seconds}")
-    plan = plan_voices(binary=binary, subsets=subsets, n_speakers=n_speakers, seed=seed, content_seed=content_seed)
+    plan = plan_speakers(engines, subsets=subsets, n_speakers=n_speakers, seed=seed, content_seed=content_seed,
+                         avoid=avoid, binary=binary)  # fmt: skip
     content_seed = seed if content_seed is None else content_seed
     unknown = sorted(set(only or ()) - set(subsets))
     if unknown:
@@ -379,19 +455,22 @@ def make_corpus(
         lines = [line for line, _ in done[start : start + utts_per_speaker]]
         minutes = sum(length for _, length in done[start : start + utts_per_speaker]) / 60
         (folder / f"{folder.parent.name}-{folder.name}.trans.txt").write_text("\n".join(lines) + "\n")
+        name = voice.spec if isinstance(voice, EngineVoice) else f"espeak-ng {voice.spec}"
         speakers_txt.append(f"{folder.parent.name:<5}| {voice.sex} | {subsets[s_index]:<16} | {minutes:5.2f} | "
-                            f"espeak-ng {voice.spec}")  # fmt: skip
+                            f"{name}")  # fmt: skip
     (corpus / "SPEAKERS.TXT").write_text("\n".join(speakers_txt) + "\n")
+    made_with = [installed(binary)[2] if e == "espeak" else synthesisers.version(e) for e in engines]
     (corpus / "README.TXT").write_text(
-        f"Offline speech corpus in LibriSpeech's layout, made by dnnsep with {installed(binary)[2]}:\n"
-        "one espeak voice per speaker (SPEAKERS.TXT), reading generated sentences; no voice in two subsets.\n"
+        f"Offline speech corpus in LibriSpeech's layout, made by dnnsep with {'; '.join(made_with)}:\n"
+        f"one {' or '.join(engines)} voice per speaker (SPEAKERS.TXT), reading generated sentences; "
+        "no voice in two subsets.\n"
     )
     return corpus
 
 
 @dataclass(frozen=True)
 class OfflineCorpus:
-    """What :func:`make_offline_corpus` wrote: the ``LibriSpeech`` folder, the engine used, how many voices."""
+    """What :func:`make_offline_corpus` wrote: the ``LibriSpeech`` folder, the engine(s) used, how many voices."""
 
     path: Path
     engine: str
@@ -410,18 +489,20 @@ def make_offline_corpus(
     workers: int = 2,
     content_seed: int | None = None,
     only: Sequence[str] | None = None,
+    avoid: Sequence[str] = (),
 ) -> OfflineCorpus:
-    """A LibriSpeech stand-in under ``<root>/LibriSpeech``: espeak voices (``engine='espeak'``, or ``'auto'``
-    when espeak-ng is on the PATH), else the NumPy synthesiser (``'numpy'``, or ``'auto'`` without espeak)."""
-    if engine not in ENGINES:
-        raise DnnsepError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "auto":
-        engine = available_engines()[0]
+    """A LibriSpeech stand-in under ``<root>/LibriSpeech``: the voices of ``engine`` (a '+' list of
+    synthesisers, :func:`parse_engine`; ``'auto'``: espeak-ng and flite where installed), else the NumPy
+    synthesiser (``'numpy'``, or ``'auto'`` without espeak-ng).  ``engine`` names the engines used."""
+    engines = parse_engine(engine)
+    if engine == "auto":  # an engine with fewer voices installed than subsets cannot keep every subset's own
+        engines = tuple(e for e in engines if e == engines[0] or len(synthesisers.installed(e)) >= len(subsets))
     sizes = dict(subsets=subsets, n_speakers=n_speakers, utts_per_speaker=utts_per_speaker, seconds=seconds, seed=seed)
-    if engine == "espeak":
-        path = make_corpus(root, workers=workers, content_seed=content_seed, only=only, **sizes)
-    elif content_seed is not None or only:
-        raise DnnsepError("content_seed and only need the espeak-ng engine")
+    if engines != ("numpy",):
+        path = make_corpus(root, engines=engines, workers=workers, content_seed=content_seed, only=only, avoid=avoid,
+                           **sizes)  # fmt: skip
+    elif content_seed is not None or only or avoid:
+        raise DnnsepError("content_seed, only and avoid need a speech synthesiser (espeak-ng, festival, flite)")
     else:
         path = synthetic.make_corpus(root, **sizes)
-    return OfflineCorpus(path=path, engine=engine, voices=len(only or subsets) * n_speakers)
+    return OfflineCorpus(path=path, engine="+".join(engines), voices=len(only or subsets) * n_speakers)

@@ -8,7 +8,7 @@
 # Prints two lines on stdout: the dataset directory used and its tag ('' for LibriSpeech,
 # 'synthetic' for the offline corpus, whose data go to DATASET_DIR-synthetic and experiments to
 # exp-synthetic).  Where the download site cannot be reached and nothing is prepared, it makes an
-# offline corpus (espeak-ng voices when installed, else a numpy synthesiser), loudly.
+# offline corpus (espeak-ng and flite voices when installed, else a numpy synthesiser), loudly.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../../../../utils/path.sh
@@ -18,18 +18,20 @@ say() { printf '%s\n' "$*" >&2; }
 
 case "${1:-}" in
   --list_options) printf '%s\n' --synthetic --synthetic_speakers= --synthetic_utts= --synthetic_seconds= \
-    --librispeech_root= --mirror=; exit 0 ;;
+    --synthetic_engine= --librispeech_root= --mirror=; exit 0 ;;
   --help_options) cat <<'HELP'
 LibriSpeech (egs/librispeech/common/local/data.sh):
   --librispeech_root DIR       use an extracted LibriSpeech copy instead of downloading
   --mirror URL                 download LibriSpeech from URL
   --synthetic                  use an offline corpus in LibriSpeech's layout instead (chosen by itself
                                when the download site cannot be reached and nothing is prepared):
-                               espeak-ng voices when espeak-ng is installed, else a numpy synthesiser;
+                               espeak-ng and flite voices where installed, else a numpy synthesiser;
                                its data go to <dataset_dir>-synthetic, experiments to exp-synthetic
   --synthetic_speakers N       speakers per subset of that corpus (default: 20)
   --synthetic_utts N           utterances per speaker (default: 10)
   --synthetic_seconds MIN-MAX  utterance lengths (default: 4-6)
+  --synthetic_engine E         its voices: auto (espeak-ng and flite, those installed), numpy, or a '+'
+                               list of espeak, festival, flite (default: auto)
 HELP
     exit 0 ;;
 esac
@@ -39,7 +41,7 @@ if [ "${1:-}" = --where ]; then where_only=true; shift; fi
 if [ $# -lt 2 ]; then say "usage: data.sh [--where] DATASET_DIR N_SOURCES [options] [-- prepare options]"; exit 2; fi
 dataset_dir=$1 n_sources=$2
 shift 2
-synthetic=false speakers=20 utts=10 seconds=4-6 source_args=() prepare_args=() corpus_given=false
+synthetic=false speakers=20 utts=10 seconds=4-6 engine=auto source_args=() prepare_args=() corpus_given=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; prepare_args=("$@"); break ;;
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --synthetic_speakers) speakers=$2 corpus_given=true ;;
     --synthetic_utts) utts=$2 corpus_given=true ;;
     --synthetic_seconds) seconds=$2 corpus_given=true ;;
+    --synthetic_engine) engine=$2 corpus_given=true ;;
     --librispeech_root | --mirror) source_args+=("$1" "$2") ;;
     *) say "$prog: unknown corpus option $1"; exit 2 ;;
   esac
@@ -100,7 +103,7 @@ if [ "$synthetic" = true ]; then
     fi
     i=$((i + 1))
   done
-  made="speakers=$speakers utts=$utts seconds=$min_s-$max_s subsets=${subsets[*]}"
+  made="speakers=$speakers utts=$utts seconds=$min_s-$max_s subsets=${subsets[*]} engine=$engine"
   # made again only when missing, when it lacks a subset the lists need, or when corpus options were given
   # and differ from what it was made with
   missing=false
@@ -110,7 +113,7 @@ if [ "$synthetic" = true ]; then
     if [ -f "$corpus/.complete" ]; then say "the corpus options changed: making the offline corpus again"; fi
     rm -rf "$corpus"
     "$PYTHON" -m dnnsep.bin.make_corpus "$corpus" --n_speakers "$speakers" --utts_per_speaker "$utts" \
-      --seconds "$min_s" "$max_s" --subsets "${subsets[@]}" --quiet >&2
+      --seconds "$min_s" "$max_s" --subsets "${subsets[@]}" --engine "$engine" --quiet >&2
     printf '%s\n' "$made" > "$corpus/.complete"
     prepare_args+=(--overwrite)  # the lists of the corpus it replaces are derived data
   fi
