@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", help="where the jobs' experiments go (default: a temporary folder)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "main_job.json"), help="the JSON")
     parser.add_argument("--tiny", action="store_true", help="a tiny job (a few seconds of training)")
+    parser.add_argument("--config", help="another config for the job (a YAML that extends conf/mini.yaml, say)")
     parser.add_argument(
         "--recipe", default="dprnn_tasnet", help="another model's recipe run the same way (its conf/mini.yaml)"
     )
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
         if args.tiny:
             (work / "tiny.yaml").write_text(TINY_YAML.format(mini=MINI, data=work / "data"))
             extra = ["--config", str(work / "tiny.yaml")]
+        elif args.config:
+            extra = ["--config", str(Path(args.config).resolve())]
         runs = []
         for seed in seeds:
             print(f"main_job: seed {seed} ({args.isa})", flush=True)
@@ -206,6 +209,7 @@ def main(argv=None) -> int:
         "cpu": cpu(),
         "isa": args.isa,
         "recipe": args.recipe,
+        "config": args.config,
         "env": ISA_ENV[args.isa],
         "report_seed": args.report_seed,
         "runs": runs,
