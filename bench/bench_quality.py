@@ -20,9 +20,13 @@ shows.  After every slice each arm's current weights are scored on the test list
 ``prepare`` subsets hold out: voices never heard in training) with an SI-SDRi computed here, in
 float64 NumPy, independently of the training code (permutation chosen by the mean SI-SDR).
 
+``--held_out DIR`` (a prepared dataset_dir) scores every slice on its test list too: the voices of a
+synthesiser no arm trained on (festival's, beside a corpus of espeak-ng and flite voices), which
+tells whether a model learnt voices or its engines' sound.
+
 Reports: SI-SDRi at equal time (every curve read at the shortest arm's total time) and at equal steps
-(read at the fewest steps), a learning curve PNG (SI-SDRi against training seconds, every arm on one
-plot) and ``results.json``.
+(read at the fewest steps), on the test list and on the held-out list, a learning curve PNG (SI-SDRi
+against training seconds, every arm on one plot) and ``results.json``.
 
 ``--tiny`` (< 60 s; used by tests/test_bench_quality.py) makes its own small corpus and a tiny model;
 without asteroid installed it scores dnnsep alone and says so.  To include asteroid, install it into a
@@ -69,6 +73,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--slice", type=float, default=60.0, help="seconds of one slice")
     p.add_argument("--threads", type=int, default=1, help="torch threads of every process")
     p.add_argument("--n_eval", type=int, default=60, help="test mixtures scored after every slice (0: all)")
+    p.add_argument("--held_out", metavar="DIR", help="a prepared dataset_dir whose test list is also scored: "
+                   "voices of an engine held out of training")  # fmt: skip
     p.add_argument("--out", default="bench_quality_out", help="output folder (experiments, results, PNG)")
     p.add_argument("--tiny", action="store_true", help="a < 60 s run on its own tiny corpus (a smoke test)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one slice or one scoring, from JSON
@@ -189,17 +195,17 @@ def si_sdri64(estimates: np.ndarray, sources: np.ndarray, mixture: np.ndarray) -
     return float(best - np.mean([si_sdr64(mixture, sources[j]) for j in range(n)]))
 
 
-def score(spec: dict[str, Any]) -> dict[str, float]:
-    """SI-SDRi on the test list of every checkpoint in ``spec['checkpoints']`` ({arm: (kind, path)})."""
+def score(spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """SI-SDRi of every checkpoint in ``spec['checkpoints']`` ({arm: (kind, path)}) on the test list of each
+    dataset_dir in ``spec['lists']`` ({name: dir}): {arm: {name: dB}}."""
     import torch
 
     from dnnsep.data import MixtureDataset, list_path
     from dnnsep.training.config import load_config
 
     cfg = load_config(spec["config"], {**spec["overrides"], "dataset_dir": spec["data"]})
-    test = MixtureDataset(list_path(spec["data"], cfg.n_sources, "test"))
-    items = range(len(test)) if not spec["n_eval"] else range(min(spec["n_eval"], len(test)))
-    results = {}
+    tests = {name: MixtureDataset(list_path(folder, cfg.n_sources, "test")) for name, folder in spec["lists"].items()}
+    results: dict[str, dict[str, float]] = {}
     for arm, (kind, path) in spec["checkpoints"].items():
         if kind == "asteroid":
             model = asteroid_model(cfg.model, cfg.n_sources, cfg.sample_rate)
@@ -209,13 +215,17 @@ def score(spec: dict[str, Any]) -> dict[str, float]:
 
             model = load(path)
         model.eval()
-        scores = []
-        with torch.inference_mode():
-            for i in items:
-                mixture, sources = test[i]
-                estimates = model(mixture[None])[0]  # (n_sources, time)
-                scores.append(si_sdri64(estimates.double().numpy(), sources.double().numpy(), mixture.double().numpy()))
-        results[arm] = float(np.mean(scores))
+        results[arm] = {}
+        for name, test in tests.items():
+            scores = []
+            with torch.inference_mode():
+                for i in range(len(test)) if not spec["n_eval"] else range(min(spec["n_eval"], len(test))):
+                    mixture, sources = test[i]
+                    estimates = model(mixture[None])[0]  # (n_sources, time)
+                    scores.append(
+                        si_sdri64(estimates.double().numpy(), sources.double().numpy(), mixture.double().numpy())
+                    )
+            results[arm][name] = float(np.mean(scores))
     return results
 
 
@@ -253,10 +263,10 @@ def parse_arm(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def interpolate(points: list[dict[str, float]], key: str, at: float) -> float:
-    """The SI-SDRi of a curve of ``{key, si_sdri}`` points read at ``key == at`` (linear; 0 dB at 0)."""
+def interpolate(points: list[dict[str, float]], key: str, at: float, value: str = "si_sdri") -> float:
+    """The ``value`` of a curve of ``{key, value}`` points read at ``key == at`` (linear; 0 dB at 0)."""
     xs = [0.0] + [p[key] for p in points]
-    ys = [0.0] + [p["si_sdri"] for p in points]
+    ys = [0.0] + [p[value] for p in points]
     return float(np.interp(at, xs, ys))
 
 
@@ -279,21 +289,26 @@ def plot(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> N
     plt.close(fig)
 
 
-def tiny_data(out: Path) -> tuple[str, list[str]]:
-    """A tiny corpus and its lists under ``out`` (espeak-ng if installed); returns (dataset_dir, arms)."""
+def tiny_data(out: Path) -> tuple[str, str, list[str]]:
+    """A tiny corpus and its lists under ``out`` (the recipes' voices: espeak-ng and flite), and a held-out list
+    of festival voices; returns (dataset_dir, held-out dataset_dir, arms)."""
     from dnnsep.bin import prepare
     from dnnsep.data.tts import make_offline_corpus
 
-    corpus, data = out / "corpus", out / "data"
-    if not (data / "2mix" / "test.json").exists():
-        make_offline_corpus(corpus, n_speakers=4, utts_per_speaker=3, seconds=(1.5, 2.5), seed=0)
-        argv = [str(data), "2", "--librispeech_root", str(corpus / "LibriSpeech"), "--segment", "1",
-                "--eval_segment", "1", "--n_train", "16", "--n_valid", "4", "--n_test", "6",
-                "--no_progress"]  # fmt: skip
-        if prepare.main(argv) != 0:
-            raise SystemExit("prepare failed")
+    for name, options in (("data", {}), ("held_out", {"engine": "festival", "avoid": ("espeak", "flite"),
+                                                       "subsets": ("test-clean",)})):  # fmt: skip
+        corpus, data = out / f"{name}-corpus", out / name
+        if not (data / "2mix" / "test.json").exists():
+            made = make_offline_corpus(corpus, **{"n_speakers": 4, "utts_per_speaker": 3, "seconds": (1.5, 2.5),
+                                                  "seed": 0, **options})  # fmt: skip
+            subsets = ["--subsets", "test-clean", "test-clean", "test-clean"] if options else []
+            argv = [str(data), "2", "--librispeech_root", str(made.path), "--segment", "1", "--eval_segment", "1",
+                    "--n_train", "16", "--n_valid", "4", "--n_test", "6", "--no_progress", *subsets]  # fmt: skip
+            if prepare.main(argv) != 0:
+                raise SystemExit("prepare failed")
     model = ",".join(f"model.{k}={v}" for k, v in TINY_MODEL.items())
-    return str(data), [f"dnnsep:{model},batch_size=2,epochs=50,lr_patience=0,early_stop_patience=0"]
+    arms = [f"dnnsep:{model},batch_size=2,epochs=50,lr_patience=0,early_stop_patience=0"]
+    return str(out / "data"), str(out / "held_out"), arms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     arms_text = args.arm
     if args.tiny:
-        data, arms_text = tiny_data(out)
+        data, args.held_out, arms_text = tiny_data(out)
         args.budget, args.slice, args.n_eval = 6.0, 3.0, 6
     else:
         from dnnsep.training.config import load_config
@@ -334,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("asteroid is not installed here: scoring dnnsep alone (see the docstring to compare)")
     common = {"config": os.path.abspath(args.config), "data": data, "threads": args.threads}
+    lists = {"test": data, **({"held_out": os.path.abspath(args.held_out)} if args.held_out else {})}
     curves: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
     used = {name: 0.0 for name in arms}
     checkpoints: dict[str, tuple[str, str]] = {}
@@ -350,14 +366,21 @@ def main(argv: list[str] | None = None) -> int:
             used[name] += done["seconds"]
             checkpoints[name] = (kinds[name], done["checkpoint"])
             curves[name].append({"seconds": used[name], "steps": done["steps"]})
-        spec = {**common, "overrides": first, "checkpoints": checkpoints, "n_eval": args.n_eval}
+        spec = {**common, "overrides": first, "checkpoints": checkpoints, "n_eval": args.n_eval, "lists": lists}
         scores = run_worker("score", spec, args.threads)
         line = []
-        for name, value in scores.items():
+        for name, values in scores.items():
             if len(curves[name]) and "si_sdri" not in curves[name][-1]:
-                curves[name][-1]["si_sdri"] = value
-            line.append(f"{name} {value:.2f} dB ({used[name]:.0f} s, {curves[name][-1]['steps']} steps)")
+                curves[name][-1]["si_sdri"] = values["test"]
+                if "held_out" in values:
+                    curves[name][-1]["si_sdri_held_out"] = values["held_out"]
+            held = f", held-out {values['held_out']:.2f} dB" if "held_out" in values else ""
+            line.append(f"{name} {values['test']:.2f} dB{held} ({used[name]:.0f} s, {curves[name][-1]['steps']} steps)")
         print(f"round {round_ + 1}: " + "; ".join(line) + f"  [load {load[-1]:.1f}]", flush=True)
+
+    if str(HERE) not in sys.path:  # imported from elsewhere (the tests)
+        sys.path.insert(0, str(HERE))
+    from main_job import cpu  # this folder's: the CPU's model and vector flags
 
     equal_time = min(used.values())
     equal_steps = min(c[-1]["steps"] for c in curves.values())
@@ -368,11 +391,21 @@ def main(argv: list[str] | None = None) -> int:
             "steps": curves[name][-1]["steps"],
             "at_equal_time": interpolate(curves[name], "seconds", equal_time),
             "at_equal_steps": interpolate(curves[name], "steps", equal_steps),
+            **(
+                {
+                    "held_out_final": curves[name][-1]["si_sdri_held_out"],
+                    "held_out_at_equal_time": interpolate(curves[name], "seconds", equal_time, "si_sdri_held_out"),
+                    "held_out_at_equal_steps": interpolate(curves[name], "steps", equal_steps, "si_sdri_held_out"),
+                }
+                if args.held_out
+                else {}
+            ),
             "overrides": arms[name],
         }
         for name in arms
     }
-    results = {"config": args.config, "data": data, "threads": args.threads, "slice": args.slice,
+    results = {"config": args.config, "data": data, "held_out": args.held_out, "threads": args.threads,
+               "slice": args.slice, "date": time.strftime("%Y-%m-%d"), "cpu": cpu(),
                "equal_time_s": equal_time, "equal_steps": equal_steps, "load_average": load,
                "asteroid": "asteroid" in arms, "summary": summary, "curves": curves}  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -384,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<14}{s['at_equal_time']:>14.2f}dB{s['at_equal_steps']:>14.2f}dB{s['steps']:>8}{s['seconds']:>9.0f}"
         )
+        if args.held_out:
+            print(f"{'  held-out':<14}{s['held_out_at_equal_time']:>14.2f}dB{s['held_out_at_equal_steps']:>14.2f}dB")
     if "asteroid" not in arms:
         print("(dnnsep alone: asteroid not installed)")
     print(f"wrote {out / 'results.json'} and {out / 'curve.png'}")

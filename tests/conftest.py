@@ -159,9 +159,11 @@ NEEDED = (
     ("espeak-ng", lambda: shutil.which("espeak-ng"), "apt-get install espeak-ng / brew install espeak-ng"),
     ("flite", lambda: _all_voices("flite"), "apt-get install flite / brew install flite"),
     (
-        "festival and 3 of its voices",
+        "festival and 10 of its voices",
         lambda: _all_voices("festival"),
-        "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts / port install festival",
+        "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k "
+        "festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-ru"
+        " / port install festival",
     ),  # the engine the benches hold out of training
     (
         "chromium",

@@ -65,7 +65,8 @@ def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_p
     table = (work / "held_out" / "corpus" / "LibriSpeech" / "SPEAKERS.TXT").read_text().splitlines()[1:]
     engine_names = [line.split("|")[4].split()[:2] for line in table]
     assert {e for e, _ in engine_names} == {"festival"}
-    assert {v for _, v in engine_names} == {"kal_diphone", "ked_diphone"}
+    voices = {v for _, v in engine_names}
+    assert len(voices) == 4 and "cmu_us_slt_arctic_hts" not in voices  # flite (in training) voices slt too
     trained_on = (next(work.rglob("synthetic/LibriSpeech")) / "SPEAKERS.TXT").read_text()
     assert "| espeak-ng " in trained_on and "| flite " in trained_on and "festival" not in trained_on
     assert result["held_out_engine"] == "festival" and result["held_out_engine_below_own_db"]["std"] is not None

@@ -187,7 +187,9 @@ def test_missing_system_packages_name_the_apt_get_command(tmp_path):
     assert done.returncode == 3, done.stderr
     assert done.stderr == (  # festival's voices are packages of their own
         "setup: missing: festival zsh shellcheck C compiler PortAudio headers Python headers Chromium; install with:"
-        " sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts zsh shellcheck"
+        " sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k"
+        " festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-ru"
+        " zsh shellcheck"
         " build-essential portaudio19-dev python3-dev chromium\n"
     )
     assert calls(log, "id") == ["-u"] and not calls(log, "apt-get") and not pip_installs(log)

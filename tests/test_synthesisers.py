@@ -16,7 +16,7 @@ from dnnsep.data.librispeech import scan_subset
 from dnnsep.data.synthesisers import EngineVoice
 from dnnsep.errors import DnnsepError
 
-TINY = dict(n_speakers=3, utts_per_speaker=1, seconds=(1.0, 2.0), seed=5, subsets=("dev-clean", "test-clean"))
+TINY = dict(n_speakers=12, utts_per_speaker=1, seconds=(1.0, 2.0), seed=5, subsets=("dev-clean", "test-clean"))
 
 
 def files(corpus: Path) -> dict[str, bytes]:
@@ -37,9 +37,9 @@ def three_engines(tmp_path_factory) -> Path:
 def test_three_engines_share_each_subsets_speakers(three_engines):
     table = speakers(three_engines)
     for subset in TINY["subsets"]:
-        engines = sorted(voice.split()[0] for s, voice in table.values() if s == subset)
-        assert engines == ["espeak-ng", "festival", "flite"]  # 3 speakers: one of each
-        assert len(scan_subset(three_engines.parent, subset, progress=False)) == 3  # 16 kHz mono, or it raises
+        engines = {voice.split()[0] for s, voice in table.values() if s == subset}
+        assert engines == {"espeak-ng", "festival", "flite"}
+        assert len(scan_subset(three_engines.parent, subset, progress=False)) == 12  # 16 kHz mono, or it raises
     # no engine voice in two subsets
     used = [{" ".join(v.split()[:2]) for s, v in table.values() if s == subset and not v.startswith("espeak")}
             for subset in TINY["subsets"]]  # fmt: skip
@@ -69,14 +69,34 @@ def test_plan_gives_distinct_voices_and_no_voice_to_two_subsets(engine):
 
 
 def test_avoid_leaves_out_people_a_training_engine_voices():
-    plan = synthesisers.plan_voices("festival", subsets=["test-other"], n_speakers=8, seed=0,
+    every = {b.name for b in synthesisers.ENGINES["festival"][2]}
+    plan = synthesisers.plan_voices("festival", subsets=["test-other"], n_speakers=30, seed=0,
                                     avoid=synthesisers.recorded("flite"))  # fmt: skip
-    assert {v.variant for v in plan["test-other"]} == {"kal_diphone", "ked_diphone"}  # not slt (flite's too)
-    plan = synthesisers.plan_voices("festival", subsets=["test-other"], n_speakers=8, seed=0)
-    assert {v.variant for v in plan["test-other"]} == {"kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"}
+    assert {v.variant for v in plan["test-other"]} == every - {"cmu_us_slt_arctic_hts"}  # flite has slt too
+    plan = synthesisers.plan_voices("festival", subsets=["test-other"], n_speakers=30, seed=0)
+    assert {v.variant for v in plan["test-other"]} == every
     with pytest.raises(DnnsepError, match="festival: 0 voice"):
         synthesisers.plan_voices("festival", subsets=["dev-clean"], n_speakers=2, seed=0,
-                                 avoid=frozenset({"kal", "ked", "slt"}))  # fmt: skip
+                                 avoid=frozenset(b.recorded for b in synthesisers.ENGINES["festival"][2]))  # fmt: skip
+
+
+@pytest.mark.parametrize("subsets", [("dev-clean", "test-clean"), synthetic.SUBSETS])
+def test_engines_share_speakers_by_their_voices_so_no_voice_dominates(subsets):
+    plan = tts.plan_speakers(("espeak", "flite"), subsets=subsets, n_speakers=200, seed=0)
+    groups = tts.variant_groups(tts.espeak_binary(), subsets, 0)
+    flite = synthesisers.voices_by_subset("flite", subsets=subsets, seed=0)
+    for i, subset in enumerate(subsets):
+        voices = plan[subset]
+        assert len(voices) == 200 and len(set(voices)) == 200
+        espeak_units = sum(len(parts[i]) for parts in groups.values())  # its variants there
+        flite_units = synthesisers.VOICE_UNITS * len(flite[subset])
+        n_flite = sum(isinstance(v, EngineVoice) for v in voices)
+        assert abs(n_flite - 200 * flite_units / (espeak_units + flite_units)) < 1
+        per_voice = [sum(getattr(v, "variant", None) == b.name for v in voices) for b in flite[subset]]
+        assert max(per_voice) <= 200 * synthesisers.VOICE_UNITS / (espeak_units + flite_units) + 1
+    # the speakers of the engines are interleaved, not in blocks
+    kinds = [isinstance(v, EngineVoice) for v in plan[subsets[0]]]
+    assert 0 < sum(kinds[:100]) < 100 and 0 < sum(kinds[100:]) < 100
 
 
 def median_f0(audio: np.ndarray, rate: int) -> float:

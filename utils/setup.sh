@@ -3,7 +3,7 @@
 #
 #   main   the main job's needs: dnnsep and its runtime packages; espeak-ng and flite (the offline corpus's
 #          voices)
-#   test   everything the test suite runs: also festival and three of its voices (the engine the benches
+#   test   everything the test suite runs: also festival and ten of its voices (the engine the benches
 #          hold out), zsh, shellcheck, PortAudio + a C compiler and Python headers (PyAudio builds from
 #          source), and the [dev] extra (pytest, onnxruntime, matplotlib, ...)
 #
@@ -30,7 +30,10 @@ os=$(uname -s)
 # name:command-or-file-that-shows-it-is-there:apt packages:brew package
 needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng" "flite:flite:flite:flite")
 if [ "$what" = test ]; then
-  needs+=("festival:festival:festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts:" "zsh:zsh:zsh:zsh" "shellcheck:shellcheck:shellcheck:shellcheck" "C compiler:cc:build-essential:"
+  festival_voices="festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k"
+  festival_voices="$festival_voices festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-ru"
+  needs+=("festival:festival:festival $festival_voices:"  # the engine the benches hold out of training
+    "zsh:zsh:zsh:zsh" "shellcheck:shellcheck:shellcheck:shellcheck" "C compiler:cc:build-essential:"
     "PortAudio headers:portaudio.h:portaudio19-dev:portaudio" "Python headers:Python.h:python3-dev:"
     "Chromium:chromium:chromium:")  # the report page's browser test (macOS: brew install --cask chromium)
 fi

@@ -7,10 +7,12 @@ from synthesisers built another way, both packages that run offline:
 - **flite** 2.2 (``apt-get install flite``, ``brew install flite``): CMU's clustergen voices ``awb``
   (Scottish), ``rms`` and ``slt`` (US), statistical parametric synthesis.  The main job trains on
   espeak-ng and flite voices.
-- **festival** 2.5 (``apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts``;
-  MacPorts ``port install festival``, not in Homebrew): diphone concatenation (``kal_diphone``,
-  ``ked_diphone``) and an HTS voice (``cmu_us_slt_arctic_hts``).  The benches hold festival out of
-  training: its diphone voices test whether a model learnt voices or its engines' sound.
+- **festival** 2.5 (``apt-get install festival`` and the voices of :data:`FESTIVAL_VOICES`; MacPorts
+  ``port install festival``, not in Homebrew): diphone concatenation (US English ``kal_diphone`` and
+  ``ked_diphone``; Italian, Finnish and Czech voices reading English with their own letter-to-sound
+  rules, foreign accents as espeak-ng's ``de`` or ``es``), unit selection (a Russian voice) and an HTS
+  voice (``cmu_us_slt_arctic_hts``).  The benches hold festival out of training: its voices test
+  whether a model learnt voices or its engines' sound.
 
 Each has a handful of voices, so one speaker here is a voice, a speed (the engine's duration stretch)
 and a *warp*: the synthesised audio resampled so that its pitch and formants all move by the same
@@ -29,7 +31,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -49,15 +51,30 @@ class Base:
     recorded: str
 
 
+FESTIVAL_VOICES = (
+    "festvox-kallpc16k",
+    "festvox-kdlpc16k",
+    "festvox-us-slt-hts",
+    "festvox-italp16k",
+    "festvox-itapc16k",
+    "festvox-suopuhe-lj",
+    "festvox-suopuhe-mv",
+    "festvox-czech-dita",
+    "festvox-czech-machac",
+    "festvox-ru",
+)  # fmt: skip  (Debian packages)
 ENGINES = {  # engine -> (binary, install hint, voices)
-    "festival": ("festival", "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts / "
-                             "port install festival",
+    "festival": ("festival", f"apt-get install festival {' '.join(FESTIVAL_VOICES)} / port install festival",
                  (Base("kal_diphone", "M", "kal"), Base("ked_diphone", "M", "ked"),
-                  Base("cmu_us_slt_arctic_hts", "F", "slt"))),
+                  Base("cmu_us_slt_arctic_hts", "F", "slt"), Base("lp_diphone", "F", "lp"),
+                  Base("pc_diphone", "M", "pc"), Base("suo_fi_lj_diphone", "F", "lj"),
+                  Base("hy_fi_mv_diphone", "M", "mv"), Base("czech_dita", "F", "dita"),
+                  Base("czech_machac", "M", "machac"), Base("msu_ru_nsh_clunits", "M", "nsh"))),
     "flite": ("flite", "apt-get install flite / brew install flite",
               (Base("awb", "M", "awb"), Base("rms", "M", "rms"), Base("slt", "F", "slt"))),
 }  # fmt: skip
 WARP = (0.87, 1.15)  # pitch and formants times this (resampling)
+VOICE_UNITS = 4  # a voice counts as this many espeak variants when speakers are shared between engines
 STRETCH = (0.85, 1.2)  # duration stretch: 0.85 faster ... 1.2 slower than the voice's own rate
 PEAK = 0.7  # every utterance's peak, before resampling
 WORDS_PER_MINUTE = 165  # about each voice's own rate: the first guess of how many words fill a length
@@ -114,39 +131,48 @@ def version(engine: str) -> str:
     return f"{engine} ({line})" if line else engine
 
 
-def plan_voices(
-    engine: str,
-    *,
-    subsets: Sequence[str],
-    n_speakers: int,
-    seed: int,
-    content_seed: int | None = None,
-    avoid: frozenset[str] = frozenset(),
-) -> dict[str, list[EngineVoice]]:
-    """``n_speakers`` voices of ``engine`` for each subset, all distinct, no engine voice in two subsets.
-
-    The installed voices (less those recorded from a person in ``avoid``) are shuffled and split by
-    ``seed``: the first subset (training) gets half, rounded up, the others share the rest.  Within a
-    subset the speakers take the voices in turn; the r-th speaker of a voice gets a warp in the r-th of
-    equal bands of :data:`WARP` and a stretch drawn from :data:`STRETCH` (``content_seed``, default
-    ``seed``, draws both).
-    """
-    content_seed = seed if content_seed is None else content_seed
+def voices_by_subset(
+    engine: str, *, subsets: Sequence[str], seed: int, avoid: frozenset[str] = frozenset()
+) -> dict[str, list[Base]]:
+    """The installed voices of ``engine`` (less those recorded from a person in ``avoid``), shuffled and split
+    between ``subsets`` by ``seed``: the first (training) gets half, the others share the rest (:func:`split`)."""
     have = installed(engine)
     bases = [b for b in ENGINES[engine][2] if b.name in have and b.recorded not in avoid]
-    index = sorted(ENGINES).index(engine)
-    rng = np.random.default_rng([seed, 7778, index])
+    rng = np.random.default_rng([seed, 7778, sorted(ENGINES).index(engine)])
     parts = split([bases[i] for i in rng.permutation(len(bases))], len(subsets))
     if not all(parts):
         hint = ENGINES[engine][1]
         raise DnnsepError(f"{engine}: {len(bases)} voice(s) usable here, too few to give each of {len(subsets)} "
                           f"subsets its own; install them ({hint})")  # fmt: skip
+    return dict(zip(subsets, parts))
+
+
+def plan_voices(
+    engine: str,
+    *,
+    subsets: Sequence[str],
+    n_speakers: int | Mapping[str, int],
+    seed: int,
+    content_seed: int | None = None,
+    avoid: frozenset[str] = frozenset(),
+) -> dict[str, list[EngineVoice]]:
+    """``n_speakers`` voices of ``engine`` for each subset (or ``n_speakers[subset]``), all distinct, no engine
+    voice in two subsets (:func:`voices_by_subset`).
+
+    Within a subset the speakers take the voices in turn; the r-th speaker of a voice gets a warp in the
+    r-th of equal bands of :data:`WARP` and a stretch drawn from :data:`STRETCH` (``content_seed``,
+    default ``seed``, draws both).
+    """
+    content_seed = seed if content_seed is None else content_seed
+    parts = voices_by_subset(engine, subsets=subsets, seed=seed, avoid=avoid)
+    index = sorted(ENGINES).index(engine)
     plan = {}
     for s_index, subset in enumerate(subsets):
         rng = np.random.default_rng([content_seed, s_index, 7778, index])
-        names, voices = parts[s_index], []
-        rounds = -(-n_speakers // len(names))
-        for j in range(n_speakers):
+        count = n_speakers if isinstance(n_speakers, int) else n_speakers[subset]
+        names, voices = parts[subset], []
+        rounds = max(1, -(-count // len(names)))
+        for j in range(count):
             base = names[j % len(names)]
             place = (j // len(names) + rng.uniform(0.1, 0.9)) / rounds
             voices.append(EngineVoice(
@@ -177,6 +203,18 @@ def split(items: list, n: int) -> list[list]:
     return [items[:first]] + [items[first:][k :: n - 1] for k in range(n - 1)]
 
 
+def _synthesise(path: str, voice: EngineVoice, text: str, wav: Path) -> subprocess.CompletedProcess:
+    stretch = voice.stretch * voice.warp  # the warp speeds the audio up: a longer stretch gives it back
+    if voice.engine == "festival":
+        said = text.replace("\\", " ").replace('"', " ")
+        script = (f"(voice_{voice.variant})(Parameter.set 'Duration_Stretch {stretch:.3f})"
+                  f"(set! u (SynthText \"{said}\"))(utt.wave.rescale u {PEAK} t)"
+                  f"(utt.save.wave u \"{wav}\" 'riff)")  # fmt: skip
+        return subprocess.run([path, "--pipe"], input=script, capture_output=True, text=True)
+    return subprocess.run([path, "-voice", voice.variant, "--setf", f"duration_stretch={stretch:.3f}", "-t", text,
+                           "-o", str(wav)], capture_output=True, text=True)  # fmt: skip
+
+
 def speak(voice: EngineVoice, text: str) -> tuple[np.ndarray, int]:
     """``text`` read by ``voice``: (float64 samples, their rate after the warp).  Shape: (frames,).
 
@@ -186,21 +224,19 @@ def speak(voice: EngineVoice, text: str) -> tuple[np.ndarray, int]:
     path = binary(voice.engine)
     if path is None:
         raise DnnsepError(f"{voice.engine} not found on the PATH; install it ({ENGINES[voice.engine][1]})")
-    with tempfile.TemporaryDirectory(prefix="dnnsep-tts-") as tmp:
-        wav = Path(tmp) / "out.wav"
-        stretch = voice.stretch * voice.warp  # the warp speeds the audio up: a longer stretch gives it back
-        if voice.engine == "festival":
-            said = text.replace("\\", " ").replace('"', " ")
-            script = (f"(voice_{voice.variant})(Parameter.set 'Duration_Stretch {stretch:.3f})"
-                      f"(set! u (SynthText \"{said}\"))(utt.wave.rescale u {PEAK} t)"
-                      f"(utt.save.wave u \"{wav}\" 'riff)")  # fmt: skip
-            done = subprocess.run([path, "--pipe"], input=script, capture_output=True, text=True)
-        else:
-            done = subprocess.run([path, "-voice", voice.variant, "--setf", f"duration_stretch={stretch:.3f}",
-                                   "-t", text, "-o", str(wav)], capture_output=True, text=True)  # fmt: skip
-        if done.returncode != 0 or not wav.is_file():
-            raise DnnsepError(f"{voice.engine} ({voice.spec}) failed: {(done.stderr or done.stdout).strip()[:200]}")
-        audio, rate = sf.read(wav, dtype="float64")
+    # festival's Italian diphone voices stop on some phone sequences of a question ("SIOD ERROR: wrong type of
+    # argument"): read it as a statement then, without commas
+    tries = [text] if voice.engine != "festival" else [text, text.replace("?", ".").replace(",", "")]
+    for said in tries:
+        with tempfile.TemporaryDirectory(prefix="dnnsep-tts-") as tmp:
+            wav = Path(tmp) / "out.wav"
+            done = _synthesise(path, voice, said, wav)
+            if done.returncode == 0 and wav.is_file() and "SIOD ERROR" not in done.stdout + done.stderr:
+                audio, rate = sf.read(wav, dtype="float64")
+                break
+    else:
+        raise DnnsepError(f"{voice.engine} ({voice.spec}) failed on {text!r}: "
+                          f"{(done.stderr or done.stdout).strip()[:200]}")  # fmt: skip
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     peak = np.abs(audio).max()

@@ -166,6 +166,19 @@ def _espeak_text(binary: str, *args: str) -> str:
     return done.stdout
 
 
+def variant_groups(binary: str, subsets: Sequence[str], seed: int) -> dict[str, list[list[str]]]:
+    """The installed variants of each sex, shuffled and split between ``subsets`` by ``seed``: {sex: [variants of
+    each subset]}, the first subset (training) half of them."""
+    _, variants, _ = installed(binary)
+    rng = np.random.default_rng([seed, 7777])
+    groups = {sex: synthesisers.split(list(rng.permutation([v for v in names if v in variants])), len(subsets))
+              for sex, names in (("F", FEMALE), ("M", MALE))}  # fmt: skip
+    for sex, parts in groups.items():
+        if not all(parts):
+            raise DnnsepError(f"{binary}: too few {sex} variants to give each of {len(subsets)} subsets its own")
+    return groups
+
+
 def plan_voices(
     *, binary: str, subsets: Sequence[str], n_speakers: int, seed: int, content_seed: int | None = None
 ) -> dict[str, list[EspeakVoice]]:
@@ -183,12 +196,7 @@ def plan_voices(
     if not accents:
         raise DnnsepError(f"{binary} has none of the English voices {', '.join(ENGLISH)}; check espeak --voices")
     english, accents = accents, accents + [v for v in OTHER_LANGUAGES if v in languages]
-    rng = np.random.default_rng([seed, 7777])
-    groups = {sex: synthesisers.split(list(rng.permutation([v for v in names if v in variants])), len(subsets))
-              for sex, names in (("F", FEMALE), ("M", MALE))}  # fmt: skip
-    for sex, parts in groups.items():
-        if not all(parts):
-            raise DnnsepError(f"{binary}: too few {sex} variants to give each of {len(subsets)} subsets its own")
+    groups = variant_groups(binary, subsets, seed)
     plan, seen = {}, set()
     for s_index, subset in enumerate(subsets):
         rng = np.random.default_rng([content_seed, s_index, 7777])
@@ -354,28 +362,48 @@ def plan_speakers(
     avoid: Sequence[str] = (),
     binary: str | None = None,
 ) -> dict[str, list[EspeakVoice | EngineVoice]]:
-    """Each subset's speakers, shared out between ``engines`` (as evenly as the count allows), then shuffled.
+    """Each subset's speakers, shared out between ``engines``, then shuffled.
 
-    Each engine's voices are planned on their own (:func:`plan_voices` for espeak,
-    :func:`dnnsep.data.synthesisers.plan_voices` for the others), so no voice is in two subsets.
-    ``avoid`` names engines a model was trained on: voices recorded from a person one of them voices
-    are left out (festival's ``cmu_us_slt_arctic_hts`` after flite's ``slt``).  One engine alone: its plan as it is.
+    An engine's share of a subset's speakers is in proportion to the voices it has there: espeak-ng's
+    variants, and :data:`~dnnsep.data.synthesisers.VOICE_UNITS` for each of another engine's voices (a
+    voice warped over its range sounds like a few people, not like fifty), so no voice dominates a
+    subset and few mixtures pair a voice with a warped copy of itself.  Each engine's voices are
+    planned on their own (:func:`plan_voices` for espeak, :func:`dnnsep.data.synthesisers.plan_voices`
+    for the others), so no voice is in two subsets.  ``avoid`` names engines a model was trained on:
+    voices recorded from a person one of them voices are left out (festival's ``cmu_us_slt_arctic_hts``
+    after flite's ``slt``).  One engine alone: its plan as it is.
     """
     content_seed = seed if content_seed is None else content_seed
+    binary = binary or espeak_binary()
+    if len(engines) == 1 and engines[0] == "espeak":
+        return plan_voices(binary=binary, subsets=subsets, n_speakers=n_speakers, seed=seed, content_seed=content_seed)
     heard = frozenset().union(*(synthesisers.recorded(e) for e in avoid if e in synthesisers.ENGINES))
-    plans = []
-    for i, engine in enumerate(engines):
-        count = n_speakers // len(engines) + int(i < n_speakers % len(engines))
-        if count == 0:
-            continue
+    units = {}  # engine -> {subset: voices there, in espeak variants}
+    for engine in engines:
         if engine == "espeak":
-            plans.append(plan_voices(binary=binary or espeak_binary(), subsets=subsets, n_speakers=count, seed=seed,
-                                     content_seed=content_seed))  # fmt: skip
+            groups = variant_groups(binary, subsets, seed)
+            units[engine] = {s: sum(len(parts[i]) for parts in groups.values()) for i, s in enumerate(subsets)}
         else:
-            plans.append(synthesisers.plan_voices(engine, subsets=subsets, n_speakers=count, seed=seed,
+            parts = synthesisers.voices_by_subset(engine, subsets=subsets, seed=seed, avoid=heard)
+            units[engine] = {s: synthesisers.VOICE_UNITS * len(parts[s]) for s in subsets}
+    counts = {e: {} for e in engines}  # largest remainder: each engine's share of each subset's speakers
+    for subset in subsets:
+        total = sum(units[e][subset] for e in engines)
+        exact = {e: n_speakers * units[e][subset] / total for e in engines}
+        share = {e: int(exact[e]) for e in engines}
+        for e in sorted(engines, key=lambda e: share[e] - exact[e])[: n_speakers - sum(share.values())]:
+            share[e] += 1
+        for e in engines:
+            counts[e][subset] = share[e]
+    plans = []
+    for engine in engines:
+        if engine == "espeak":
+            most = max(counts[engine].values())
+            plan = plan_voices(binary=binary, subsets=subsets, n_speakers=most, seed=seed, content_seed=content_seed)
+            plans.append({s: plan[s][: counts[engine][s]] for s in subsets})
+        else:
+            plans.append(synthesisers.plan_voices(engine, subsets=subsets, n_speakers=counts[engine], seed=seed,
                                                   content_seed=content_seed, avoid=heard))  # fmt: skip
-    if len(plans) == 1:
-        return plans[0]
     out = {}
     for s_index, subset in enumerate(subsets):
         voices = [v for plan in plans for v in plan[subset]]
