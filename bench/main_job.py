@@ -12,6 +12,10 @@ tells whether the model learnt voices or its engines' sound.  The JSON holds per
 job's own test list, the report list, the held-out engine list, epochs, epoch times, total seconds),
 their mean and standard deviation, and the CPU's model and flags.
 
+``--add`` runs more seeds and adds them to the runs already in ``--out`` (same CPU and settings);
+``--also_score BEST.pth ...`` scores other models (an earlier release's jobs, say) on the same two
+lists, for a side-by-side.
+
 ``--isa avx2`` runs the jobs as on an AVX2-only CPU in float32 (oneDNN and ATen limited to AVX2,
 ``DNNSEP_CPU_BF16=0``), the most common laptop: the job's target machine.  ``--tiny`` runs a tiny
 version end to end (the tests run it, so it does not rot).
@@ -170,12 +174,26 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny job (a few seconds of training)")
     parser.add_argument("--config", help="another config for the job (a YAML that extends conf/mini.yaml, say)")
     parser.add_argument(
+        "--add", action="store_true", help="add these seeds' runs to those already in --out (same CPU and settings)"
+    )
+    parser.add_argument("--also_score", nargs="+", default=[], metavar="BEST", help="other models scored on the "
+                        "report and held-out engine lists too (not jobs of this run: not in the spreads)")  # fmt: skip
+    parser.add_argument(
         "--recipe", default="dprnn_tasnet", help="another model's recipe run the same way (its conf/mini.yaml)"
     )
     args = parser.parse_args(argv)
     if args.tiny and args.recipe != "dprnn_tasnet":
         parser.error("--tiny runs the DPRNN recipe only")
     seeds = args.seeds or [111 + i for i in range(args.runs)]
+    earlier, also = [], []
+    settings = {"isa": args.isa, "recipe": args.recipe, "config": args.config, "report_seed": args.report_seed}
+    if args.add and Path(args.out).is_file():
+        before = json.loads(Path(args.out).read_text())
+        if before["cpu"] != cpu() or any(before.get(k) != v for k, v in settings.items()):
+            raise SystemExit(f"{args.out}: made on another CPU or with other settings; not adding to it")
+        earlier, also = before["runs"], before.get("also_scored", [])
+        if {r["seed"] for r in earlier} & set(seeds):
+            raise SystemExit(f"{args.out}: already holds seeds {sorted({r['seed'] for r in earlier})}")
     env = {**os.environ, **ISA_ENV[args.isa]}
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="main_job-") as tmp:
@@ -202,16 +220,21 @@ def main(argv=None) -> int:
             run["test_held_out_engine"] = score(best, engine, work / "held_out" / f"eval-{run['seed']}", env)
             print(f"  seed {run['seed']}: report list {run['test_report']}, held-out engine "
                   f"{run['test_held_out_engine']}", flush=True)  # fmt: skip
+        for k, best in enumerate(args.also_score):
+            scored = {"model": str(Path(best).resolve())}
+            scored["test_report"] = score(best, lists, work / "report" / f"eval-also{k}", env)
+            scored["test_held_out_engine"] = score(best, engine, work / "held_out" / f"eval-also{k}", env)
+            also.append(scored)
+            print(f"  {best}: report list {also[-1]['test_report']}, held-out engine "
+                  f"{also[-1]['test_held_out_engine']}", flush=True)  # fmt: skip
+    runs = earlier + runs
     result = {
         "what": "the main job (bash utils/run_main_job.sh), whole runs, each model scored on its own test list and "
         "on a report list of voices never used to choose anything (bench/main_job.py)",
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu(),
-        "isa": args.isa,
-        "recipe": args.recipe,
-        "config": args.config,
+        **settings,
         "env": ISA_ENV[args.isa],
-        "report_seed": args.report_seed,
         "runs": runs,
         "test_report_si_sdri": spread([r["test_report"]["si_sdri"] for r in runs]),
         "test_own_si_sdri": spread([r["test_own"]["si_sdri"] for r in runs]),
@@ -221,6 +244,7 @@ def main(argv=None) -> int:
             [r["test_own"]["si_sdri"] - r["test_held_out_engine"]["si_sdri"] for r in runs]
         ),
         "total_s": spread([r["total_s"] for r in runs]),
+        "also_scored": also,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,9 +49,17 @@ def test_bench_separate_tiny(tmp_path):
 
 def test_main_job_tiny_runs_the_job_twice_and_scores_a_report_list_then_espeak_pair_checks_unheard_voices(tmp_path):
     out, work = tmp_path / "main_job.json", tmp_path / "work"
-    run("main_job.py", "--tiny", "--runs", "2", "--work", str(work), "--out", str(out))
+    run("main_job.py", "--tiny", "--runs", "1", "--work", str(work), "--out", str(out))
+    first = next((work / "seed111").rglob("model/best.pth"))
+    # a second seed added to the first's JSON, and the first's model scored beside it (as an earlier release's)
+    run("main_job.py", "--tiny", "--seeds", "112", "--add", "--also_score", str(first), "--work", str(work / "more"),
+        "--out", str(out))  # fmt: skip
     result = json.loads(out.read_text())
     assert [r["seed"] for r in result["runs"]] == [111, 112]
+    (also,) = result["also_scored"]
+    assert also["model"] == str(first.resolve()) and set(also["test_held_out_engine"]) >= {"si_sdri", "sdri"}
+    same_lists = result["runs"][0]["test_report"]["si_sdri"]  # the first run's model on the lists made again
+    assert also["test_report"]["si_sdri"] == pytest.approx(same_lists, abs=0.01)
     for r in result["runs"]:
         assert r["stopped"].startswith("time budget") and r["epochs"] >= 1
         assert set(r["test_own"]) >= {"si_sdri", "sdri"} and set(r["test_report"]) >= {"si_sdri", "sdri"}

@@ -4,7 +4,8 @@
 - :mod:`dnnsep.data.lists`: mixture lists ``<dataset_dir>/<n>mix/<split>.json`` (format in its doc).
 - :mod:`dnnsep.data.dataset`: :class:`MixtureDataset` over those lists.
 - :mod:`dnnsep.data.synthetic`: a tiny speech-like corpus in LibriSpeech's layout, and a mirror of it.
-- :mod:`dnnsep.data.tts`: an offline corpus of espeak-ng voices in that layout (``make_offline_corpus``).
+- :mod:`dnnsep.data.tts`: an offline corpus of synthesised voices in that layout (``make_offline_corpus``);
+  :mod:`dnnsep.data.synthesisers`: the flite and festival voices it draws on beside espeak-ng's.
 - :mod:`dnnsep.data.rooms`, :mod:`dnnsep.data.noise`, :mod:`dnnsep.data.scene`: reverberation (simulated
   or measured rooms) and noise (files, downloadable corpora, synthetic), drawn per mixture.
 """
