@@ -21,7 +21,7 @@ shows.  After every slice each arm's current weights are scored on the test list
 float64 NumPy, independently of the training code (permutation chosen by the mean SI-SDR).
 
 ``--held_out DIR`` (a prepared dataset_dir) scores every slice on its test list too: the voices of a
-synthesiser no arm trained on (festival's, beside a corpus of espeak-ng and flite voices), which
+synthesiser no arm trained on (festival's, beside a corpus of espeak-ng voices), which
 tells whether a model learnt voices or its engines' sound.
 
 Reports: SI-SDRi at equal time (every curve read at the shortest arm's total time) and at equal steps
@@ -290,7 +290,7 @@ def plot(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> N
 
 
 def tiny_data(out: Path) -> tuple[str, str, list[str]]:
-    """A tiny corpus and its lists under ``out`` (the recipes' voices: espeak-ng and flite), and a held-out list
+    """A tiny corpus and its lists under ``out`` (the recipes' voices: espeak-ng), and a held-out list
     of festival voices; returns (dataset_dir, held-out dataset_dir, arms)."""
     from dnnsep.bin import prepare
     from dnnsep.data.tts import make_offline_corpus

@@ -7,7 +7,8 @@ is made once: the same corpus recipe's test subset with a fresh ``--content_seed
 pitches, speeds and sentences on the variants the training subset never heard: no voice in it was
 ever used to choose anything), 100 mixtures of whole utterances; every run's ``best.pth`` is scored
 on it.  So is a **held-out engine list**: 100 mixtures of festival voices (diphone synthesis, an engine
-the job never trains on; its voice recorded from a person flite also voices is left out), which
+the job never trains on; its voice recorded from a person flite also voices is left out, so that
+jobs trained with flite's voices compare on the same list), which
 tells whether the model learnt voices or its engines' sound.  The JSON holds per-run figures (the
 job's own test list, the report list, the held-out engine list, epochs, epoch times, total seconds),
 their mean and standard deviation, and the CPU's model and flags.

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Set up what dnnsep needs on this machine, once:  bash utils/setup.sh [main|test]
 #
-#   main   the main job's needs: dnnsep and its runtime packages; espeak-ng and flite (the offline corpus's
-#          voices)
-#   test   everything the test suite runs: also festival and ten of its voices (the engine the benches
-#          hold out), zsh, shellcheck, PortAudio + a C compiler and Python headers (PyAudio builds from
+#   main   the main job's needs: dnnsep and its runtime packages; espeak-ng (the offline corpus's voices)
+#   test   everything the test suite runs: also flite, and festival and ten of its voices (the engine the
+#          benches hold out), zsh, shellcheck, PortAudio + a C compiler and Python headers (PyAudio builds from
 #          source), and the [dev] extra (pytest, onnxruntime, matplotlib, ...)
 #
 # System packages: as root with apt-get (Debian/Ubuntu) they are installed, saying so; otherwise one
@@ -28,8 +27,9 @@ os=$(uname -s)
 
 # -- system packages ----------------------------------------------------------------------------
 # name:command-or-file-that-shows-it-is-there:apt packages:brew package
-needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng" "flite:flite:flite:flite")
+needs=("espeak-ng:espeak-ng:espeak-ng:espeak-ng")
 if [ "$what" = test ]; then
+  needs+=("flite:flite:flite:flite")
   festival_voices="festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k"
   festival_voices="$festival_voices festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-ru"
   needs+=("festival:festival:festival $festival_voices:"  # the engine the benches hold out of training
@@ -54,9 +54,9 @@ have() {  # a command on PATH, or a header the compiler (or Homebrew) has
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
-missing() {  # the tests need everything; the main job runs without them (fewer voices, or a numpy corpus)
+missing() {  # the tests need everything; the main job runs without espeak-ng (a numpy corpus, which sounds worse)
   if [ "$what" = main ]; then
-    say "note: no ${missing_names[*]}: the offline corpus has fewer voices (without espeak-ng, a numpy synthesiser's; install with: $1)"
+    say "note: no ${missing_names[*]}: the offline corpus falls back to a numpy synthesiser (install with: $1)"
   else
     say "missing: ${missing_names[*]}; install with: $1"
     exit 3

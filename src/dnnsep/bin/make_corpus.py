@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..cli import run
 from ..data.synthetic import SUBSETS, make_mirror
-from ..data.tts import AUTO, SYNTHESISERS, make_offline_corpus, missing
+from ..data.tts import AUTO, SYNTHESISERS, make_offline_corpus
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    lacking = missing("+".join(AUTO)) if args.engine == "auto" else None
     made = make_offline_corpus(
         args.root,
         engine=args.engine,
@@ -73,8 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         why = "--engine numpy" if args.engine == "numpy" else "espeak-ng not found"
         print(f"{why}: numpy synthesiser, {made.voices} voices, {n} utterances (speech-like, not speech)")
-    if lacking and made.engine != "numpy":
-        print(f"note: {lacking}: its voices would make the corpus more varied")
     if not args.quiet:
         print(f"wrote {made.path}; next: prepare.sh DATASET_DIR 2 --librispeech_root {made.path}")
     if args.mirror_dir:

@@ -8,7 +8,7 @@
 # Prints two lines on stdout: the dataset directory used and its tag ('' for LibriSpeech,
 # 'synthetic' for the offline corpus, whose data go to DATASET_DIR-synthetic and experiments to
 # exp-synthetic).  Where the download site cannot be reached and nothing is prepared, it makes an
-# offline corpus (espeak-ng and flite voices when installed, else a numpy synthesiser), loudly.
+# offline corpus (espeak-ng voices when installed, else a numpy synthesiser), loudly.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../../../../utils/path.sh
@@ -25,12 +25,12 @@ LibriSpeech (egs/librispeech/common/local/data.sh):
   --mirror URL                 download LibriSpeech from URL
   --synthetic                  use an offline corpus in LibriSpeech's layout instead (chosen by itself
                                when the download site cannot be reached and nothing is prepared):
-                               espeak-ng and flite voices where installed, else a numpy synthesiser;
+                               espeak-ng voices where installed, else a numpy synthesiser;
                                its data go to <dataset_dir>-synthetic, experiments to exp-synthetic
   --synthetic_speakers N       speakers per subset of that corpus (default: 20)
   --synthetic_utts N           utterances per speaker (default: 10)
   --synthetic_seconds MIN-MAX  utterance lengths (default: 4-6)
-  --synthetic_engine E         its voices: auto (espeak-ng and flite, those installed), numpy, or a '+'
+  --synthetic_engine E         its voices: auto (espeak-ng where installed, else numpy), numpy, or a '+'
                                list of espeak, festival, flite (default: auto)
 HELP
     exit 0 ;;
