@@ -52,7 +52,7 @@ class Base:
     recorded: str
 
 
-FESTIVAL_VOICES = (
+FESTIVAL_VOICES = (  # the Debian packages of the festival voices below
     "festvox-kallpc16k",
     "festvox-kdlpc16k",
     "festvox-us-slt-hts",
@@ -63,7 +63,7 @@ FESTIVAL_VOICES = (
     "festvox-czech-dita",
     "festvox-czech-machac",
     "festvox-ru",
-)  # fmt: skip  (Debian packages)
+)
 ENGINES = {  # engine -> (binary, install hint, voices)
     "festival": ("festival", f"apt-get install festival {' '.join(FESTIVAL_VOICES)} / port install festival",
                  (Base("kal_diphone", "M", "kal"), Base("ked_diphone", "M", "ked"),

@@ -46,7 +46,6 @@ from . import synthesisers, synthetic
 from .synthesisers import EngineVoice
 
 SYNTHESISERS = ("espeak", "festival", "flite")
-ENGINES = ("auto", "numpy", *SYNTHESISERS)  # and any '+' list of SYNTHESISERS: 'espeak+festival'
 AUTO = ("espeak",)  # what 'auto' uses: with flite too the main job did worse on festival (main_job_engines_native)
 ENGLISH = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")  # fmt: skip
@@ -115,11 +114,6 @@ class EspeakVoice:
 def espeak_binary() -> str | None:
     """The path of ``espeak-ng`` (or else ``espeak``) on the PATH, or None."""
     return shutil.which("espeak-ng") or shutil.which("espeak")
-
-
-def available_engines() -> list[str]:
-    """Engines :func:`make_offline_corpus` can use here, best first: ``['espeak', 'numpy']`` or ``['numpy']``."""
-    return (["espeak"] if espeak_binary() else []) + ["numpy"]
 
 
 def parse_engine(engine: str) -> tuple[str, ...]:
@@ -440,9 +434,9 @@ def make_corpus(
     heard.  ``avoid``: engines a model to be tested was trained on (see :func:`plan_speakers`).
     """
     binary = binary or espeak_binary()
-    lacking = [e for e in engines if (binary is None if e == "espeak" else not synthesisers.installed(e))]
+    lacking = missing("+".join(engines))
     if lacking:
-        raise DnnsepError(f"{missing('+'.join(lacking))}; or use engine='numpy'")
+        raise DnnsepError(f"{lacking}; or use engine='numpy'")
     if not 1 <= n_speakers <= 999 or utts_per_speaker < 1 or workers < 1:
         raise DnnsepError(f"need 1 <= n_speakers <= 999, utts_per_speaker >= 1, workers >= 1, "
                           f"got {n_speakers}, {utts_per_speaker}, {workers}")  # fmt: skip
