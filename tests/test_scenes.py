@@ -101,6 +101,33 @@ def test_a_room_bank_shares_rooms_within_an_epoch_and_renews_them_each_epoch(noi
     assert len(rooms0) == len(rooms1) == 2 and not rooms0 & rooms1
 
 
+def test_a_dry_share_leaves_that_share_of_training_draws_dry_and_clean_and_never_a_stored_scene(noisy):
+    opts = SceneOptions(room=SMALL, noise=NoiseOptions(snr_db=(0.0, 10.0)), room_bank=2, dry_share=0.5)
+    path = list_path(noisy, 2, "train")
+    data = MixtureDataset(path, dynamic_mixing=True, seed=5, scene=opts)
+    plain = MixtureDataset(path, dynamic_mixing=True, seed=5)
+    dry = {}
+    for epoch in range(12):
+        data.set_epoch(epoch)
+        dry[epoch] = [i for i in range(len(data)) if data.scene(i) is None]
+    share = sum(map(len, dry.values())) / (12 * len(data))
+    assert 0.35 <= share <= 0.65, share
+    assert len({tuple(v) for v in dry.values()}) > 1  # other mixtures each epoch
+    again = MixtureDataset(path, dynamic_mixing=True, seed=5, scene=opts)
+    again.set_epoch(3)
+    assert [i for i in range(len(again)) if again.scene(i) is None] == dry[3]
+    data.set_epoch(3)
+    plain.set_epoch(3)
+    wet = next(i for i in range(len(data)) if i not in dry[3])
+    for i in (dry[3][0], wet):  # a dry one is the plain mixture; a wet one is not
+        same = all(torch.equal(x, y) for x, y in zip(data[i], plain[i]))
+        assert same == (i in dry[3])
+    test = MixtureDataset(list_path(noisy, 2, "test"), scene=SceneOptions(room=SMALL, dry_share=0.9))
+    assert all(test.scene(i) == m["scene"] for i, m in enumerate(test.mixtures))  # the list's, never dry
+    with pytest.raises(DnnsepError, match=r"dry_share must be in \[0, 1\)"):
+        SceneOptions(room=SMALL, dry_share=1.0)
+
+
 def test_noise_files_for_valid_and_test_are_never_trained_on(corpus_root, tmp_path):
     (tmp_path / "noise").mkdir()
     for i in range(30):
@@ -134,6 +161,11 @@ def test_config_options_tags_and_old_configs(tmp_path):
     opts = options_from_config(cfg)
     assert opts.room.rt60 == (0.2, 0.8) and opts.noise.source == "synthetic" and opts.noise.snr_db == (-5.0, 10.0)
     assert opts.describe().startswith("rooms RT60 0.2-0.8 s; noise synthetic (pink, brown, babble")
+    dry = cfg.replace(dry_share=0.5)
+    assert experiment_dir(dry, "o").parts[-2] == name + "_dry0.5"
+    assert options_from_config(dry).dry_share == 0.5 and options_from_config(cfg).dry_share == 0
+    assert options_from_config(dry).describe().endswith("; 50% of training mixtures dry and clean")
+    assert experiment_dir(base.replace(dry_share=0.5), "o") == experiment_dir(base, "o")  # nothing to leave dry
     saved = {k: v for k, v in base.to_dict().items() if k not in ("reverb", "noise", "rt60_min", "snr_min")}
     assert type(base).from_dict(upgrade(saved)) == base  # an older last.pth reads them as off
     for change, match in (
@@ -141,6 +173,8 @@ def test_config_options_tags_and_old_configs(tmp_path):
         (dict(snr_min=20.0), r"snr_min \(20.0 dB\) must not exceed snr_max"),
         (dict(reverb="measured"), "rir_root"),
         (dict(noise="loud"), "noise='loud' is not one of"),
+        (dict(dry_share=1.0), r"dry_share must be in \[0, 1\)"),
+        (dict(dry_share=-0.1), "dry_share"),
     ):
         with pytest.raises(DnnsepError, match=match) as err:
             base.replace(**change)

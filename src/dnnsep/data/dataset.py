@@ -168,6 +168,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         frames, sources = spec or self.spec(index)
         epoch = self.epoch if self.dynamic_mixing else 0
         key = f"scene {self.split} {self.seed} {epoch} {index}"
+        if self.scene_options.dry_share and Rng(key + " dry").uniform(0, 1) < self.scene_options.dry_share:
+            return None
         bank = self.scene_options.room_bank
         bank_key = f"room {self.split} {self.seed} {epoch} {Rng(key + ' bank').below(bank)}" if bank else None
         speakers = {src["speaker"] for src in sources}

@@ -30,18 +30,22 @@ IR_CACHE = 64  # impulse response sets kept per process (a room bank of an epoch
 @dataclass(frozen=True)
 class SceneOptions:
     """What to draw: ``room`` (simulated rooms' ranges) or ``rir_root`` (measured responses, WAVs), and
-    ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture)."""
+    ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture);
+    ``dry_share``: the share of on-the-fly draws left dry and clean (lists' stored scenes never are)."""
 
     room: rooms.RoomOptions | None = None
     rir_root: str | None = None
     noise: noise_mod.NoiseOptions | None = None
     room_bank: int = 0
+    dry_share: float = 0.0
 
     def __post_init__(self):
         if self.room is not None and self.rir_root is not None:
             raise DnnsepError("rir_root: measured responses replace simulated rooms; give one of them")
         if self.room_bank < 0:
             raise DnnsepError(f"room_bank must not be negative, got {self.room_bank}")
+        if not 0 <= self.dry_share < 1:
+            raise DnnsepError(f"dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
 
     @property
     def reverb(self) -> bool:
@@ -62,6 +66,8 @@ class SceneOptions:
                 else "synthetic (" + ", ".join(noise_mod.KINDS) + ")"
             )
             parts.append(f"noise {what} at {self.noise.snr_db[0]:g}..{self.noise.snr_db[1]:g} dB")
+        if parts and self.dry_share:
+            parts.append(f"{self.dry_share:.0%} of training mixtures dry and clean")
         return "; ".join(parts) or "dry and clean"
 
 
@@ -178,7 +184,7 @@ def add_scenes(lst: dict[str, Any], opts: SceneOptions, *, root: Path, reverb_ta
 
 def options_from_config(cfg: Any) -> SceneOptions | None:
     """The scene options of a training config (its ``reverb``, ``rt60_*``, ``rir_root``, ``room_bank``,
-    ``noise``, ``noise_root``, ``snr_*`` keys), ``None`` when it asks for neither room nor noise.
+    ``noise``, ``noise_root``, ``snr_*``, ``dry_share`` keys), ``None`` when it asks for neither room nor noise.
 
     The trainer passes them, with ``reverb_target=cfg.reverb_target``, to both of its datasets::
 
@@ -195,4 +201,5 @@ def options_from_config(cfg: Any) -> SceneOptions | None:
         rir_root=cfg.rir_root if cfg.reverb == "measured" else None,
         noise=noise,
         room_bank=cfg.room_bank,
+        dry_share=cfg.dry_share,
     )

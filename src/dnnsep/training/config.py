@@ -49,7 +49,7 @@ NOISES = ("none", "synthetic", "files")
 ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
               "max_minutes": None, "cpu_processes": 1, "lr_clock": "steps", "reverb": "none", "rir_root": None,
               "rt60_min": 0.1, "rt60_max": 0.8, "reverb_target": "reverberant", "room_bank": 0, "noise": "none",
-              "noise_root": None, "snr_min": -5.0, "snr_max": 15.0}  # fmt: skip
+              "noise_root": None, "snr_min": -5.0, "snr_max": 15.0, "dry_share": 0.0}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -93,6 +93,10 @@ class TrainConfig:
     noise_root: Optional[str] = _key("folder of noise recordings for noise: files (null: <dataset_dir>/noise)")
     snr_min: float = _key("lowest SNR of the noise re the speech, in dB")
     snr_max: float = _key("highest SNR of the noise re the speech, in dB")
+    dry_share: float = _key(
+        "with reverb or noise: the share of training mixtures left dry and clean (no room, no noise), drawn "
+        "per mixture and epoch, so the model also learns plain separation (0: every mixture in a room, in noise)"
+    )
     num_workers: int = _key("data loading processes (0: in the training process)")
     sample_rate: int = _key("sample rate in Hz (the data must match)")
     # -- model: its own section, {name: ..., option: value, ...} (see dnnsep.models) --
@@ -196,6 +200,8 @@ class TrainConfig:
             raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
         if self.lr_clock == "time" and self.max_minutes is None:
             raise DnnsepError(f"{source}: lr_clock: time runs the schedule over max_minutes: set max_minutes")
+        if not 0 <= self.dry_share < 1:
+            raise DnnsepError(f"{source}: dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
         if not 0 <= self.speed_perturb < 0.5:
