@@ -5,7 +5,8 @@
 For each training seed, two whole main jobs (``utils/run_main_job.sh``, the same 13-minute budget on
 the CPU): ``conf/mini.yaml`` (clean, anechoic mixtures) and ``conf/mini_noisy_reverb.yaml``
 (simulated rooms, RT60 0.1-0.8 s, direct-path targets, synthetic noise at -5 to +15 dB, a new room
-bank every epoch).  Each job tests its model on its own test list; then each model is scored on
+bank every epoch, half of the mixtures left dry and clean: ``dry_share``).  Each job tests its model on
+its own test list; then each model is scored on
 the other's too, so both models meet both lists: the clean list, and the noisy-reverberant one,
 whose rooms and noise are drawn for the test list and never trained on, with one reference for both
 models: each voice's direct path and early reflections (``--reverb_target direct``).  The JSON holds every

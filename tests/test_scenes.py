@@ -4,6 +4,7 @@ evaluate's breakdown by condition."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from dnnsep.data.scene import SceneOptions, options_from_config
 from dnnsep.errors import DnnsepError
 from dnnsep.training.config import experiment_dir, load_config
 from dnnsep.training.config import upgrade_flat_config as upgrade
+from dnnsep.training.start import make_datasets
 
 ROOMS = ["--reverb", "rooms", "--rt60", "0.2", "0.5", "--noise", "synthetic"]
 SMALL = RoomOptions(rt60=(0.2, 0.5), length=(3.0, 4.0), width=(3.0, 4.0), height=(2.4, 2.8))
@@ -101,29 +103,36 @@ def test_a_room_bank_shares_rooms_within_an_epoch_and_renews_them_each_epoch(noi
     assert len(rooms0) == len(rooms1) == 2 and not rooms0 & rooms1
 
 
-def test_a_dry_share_leaves_that_share_of_training_draws_dry_and_clean_and_never_a_stored_scene(noisy):
+def test_a_dry_share_leaves_that_share_of_training_draws_dry_and_clean_and_validation_none(noisy):
     opts = SceneOptions(room=SMALL, noise=NoiseOptions(snr_db=(0.0, 10.0)), room_bank=2, dry_share=0.5)
     path = list_path(noisy, 2, "train")
     data = MixtureDataset(path, dynamic_mixing=True, seed=5, scene=opts)
     plain = MixtureDataset(path, dynamic_mixing=True, seed=5)
+    all_wet = MixtureDataset(path, dynamic_mixing=True, seed=5, scene=dataclasses.replace(opts, dry_share=0.0))
     dry = {}
-    for epoch in range(12):
+    for epoch in range(30):
         data.set_epoch(epoch)
         dry[epoch] = [i for i in range(len(data)) if data.scene(i) is None]
-    share = sum(map(len, dry.values())) / (12 * len(data))
+    share = sum(map(len, dry.values())) / (30 * len(data))
     assert 0.35 <= share <= 0.65, share
     assert len({tuple(v) for v in dry.values()}) > 1  # other mixtures each epoch
     again = MixtureDataset(path, dynamic_mixing=True, seed=5, scene=opts)
     again.set_epoch(3)
     assert [i for i in range(len(again)) if again.scene(i) is None] == dry[3]
-    data.set_epoch(3)
-    plain.set_epoch(3)
+    for d in (data, plain, all_wet):
+        d.set_epoch(3)
     wet = next(i for i in range(len(data)) if i not in dry[3])
+    assert data.scene(wet) == all_wet.scene(wet)  # the wet ones keep the rooms and noise they had
     for i in (dry[3][0], wet):  # a dry one is the plain mixture; a wet one is not
         same = all(torch.equal(x, y) for x, y in zip(data[i], plain[i]))
         assert same == (i in dry[3])
-    test = MixtureDataset(list_path(noisy, 2, "test"), scene=SceneOptions(room=SMALL, dry_share=0.9))
-    assert all(test.scene(i) == m["scene"] for i, m in enumerate(test.mixtures))  # the list's, never dry
+    fixed = MixtureDataset(path, scene=dataclasses.replace(opts, dry_share=0.5))  # stored scenes, no dynamic mixing
+    kept = [fixed.scene(i) for i in range(len(fixed))]
+    assert None in kept and all(k is None or k == m["scene"] for k, m in zip(kept, fixed.mixtures))
+    assert any(k is not None for k in kept)
+    cfg = load_config(DEFAULT).replace(dataset_dir=str(noisy), reverb="rooms", noise="synthetic", dry_share=0.5)
+    train, valid = make_datasets(cfg)
+    assert train.scene_options.dry_share == 0.5 and valid.scene_options.dry_share == 0
     with pytest.raises(DnnsepError, match=r"dry_share must be in \[0, 1\)"):
         SceneOptions(room=SMALL, dry_share=1.0)
 
@@ -166,7 +175,8 @@ def test_config_options_tags_and_old_configs(tmp_path):
     assert options_from_config(dry).dry_share == 0.5 and options_from_config(cfg).dry_share == 0
     assert options_from_config(dry).describe().endswith("; 50% of training mixtures dry and clean")
     assert experiment_dir(base.replace(dry_share=0.5), "o") == experiment_dir(base, "o")  # nothing to leave dry
-    saved = {k: v for k, v in base.to_dict().items() if k not in ("reverb", "noise", "rt60_min", "snr_min")}
+    old_keys = ("reverb", "noise", "rt60_min", "snr_min", "dry_share")
+    saved = {k: v for k, v in base.to_dict().items() if k not in old_keys}
     assert type(base).from_dict(upgrade(saved)) == base  # an older last.pth reads them as off
     for change, match in (
         (dict(rt60_min=-0.1), "rt60_min"),
@@ -182,7 +192,7 @@ def test_config_options_tags_and_old_configs(tmp_path):
 
 
 def test_recipe_configs_load_with_their_options():
-    for model in ("dprnn_tasnet", "conv_tasnet"):
+    for model in ("dprnn_tasnet", "conv_tasnet", "sepformer"):
         for name in ("noisy_reverb", "mini_noisy_reverb"):
             cfg = load_config(f"egs/librispeech/{model}/conf/{name}.yaml")
             assert (cfg.reverb, cfg.reverb_target, cfg.noise, cfg.dynamic_mixing) == (
@@ -192,6 +202,7 @@ def test_recipe_configs_load_with_their_options():
                 True,
             )
             assert cfg.model["name"] == model
+            assert cfg.dry_share == (0.5 if name == "mini_noisy_reverb" else 0.0)
 
 
 @pytest.mark.slow

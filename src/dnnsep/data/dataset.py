@@ -22,7 +22,8 @@ A mixture may sit in a room and in noise (:mod:`dnnsep.data.scene`): then ``mixt
 the reverberant sources plus noise, and ``sources`` are the targets (``reverb_target``).  A list's
 mixtures that carry a ``"scene"`` (written by ``prepare --reverb/--noise``) keep it; with ``scene``
 options, the others (and every item under dynamic mixing) draw one from a generator seeded with
-``(split, seed, epoch, index)`` (epoch 0 without dynamic mixing).
+``(split, seed, epoch, index)`` (epoch 0 without dynamic mixing).  A ``dry_share`` in the options leaves
+that share of the items dry and clean, a stored scene too (the trainer gives its validation set none).
 """
 
 from __future__ import annotations
@@ -162,15 +163,17 @@ class MixtureDataset(torch.utils.data.Dataset):
 
     def scene(self, index: int, spec: tuple[int, list[dict[str, Any]]] | None = None) -> dict[str, Any] | None:
         """Item ``index``'s room and noise this epoch (see module doc), ``None`` for a dry, clean one."""
-        mix = self.mixtures[index]
-        if self.scene_options is None or (not self.dynamic_mixing and "scene" in mix):
+        mix, opts = self.mixtures[index], self.scene_options
+        if opts is None:
             return None if self.dynamic_mixing else mix.get("scene")
-        frames, sources = spec or self.spec(index)
         epoch = self.epoch if self.dynamic_mixing else 0
         key = f"scene {self.split} {self.seed} {epoch} {index}"
-        if self.scene_options.dry_share and Rng(key + " dry").uniform(0, 1) < self.scene_options.dry_share:
+        if opts.dry_share and Rng(key + " dry").uniform(0, 1) < opts.dry_share:
             return None
-        bank = self.scene_options.room_bank
+        if not self.dynamic_mixing and "scene" in mix:
+            return mix["scene"]
+        frames, sources = spec or self.spec(index)
+        bank = opts.room_bank
         bank_key = f"room {self.split} {self.seed} {epoch} {Rng(key + ' bank').below(bank)}" if bank else None
         speakers = {src["speaker"] for src in sources}
         return self.scenes.draw(key, n_sources=len(sources), frames=frames, speakers=speakers, bank_key=bank_key)

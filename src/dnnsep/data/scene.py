@@ -67,7 +67,7 @@ class SceneOptions:
             )
             parts.append(f"noise {what} at {self.noise.snr_db[0]:g}..{self.noise.snr_db[1]:g} dB")
         if parts and self.dry_share:
-            parts.append(f"{self.dry_share:.0%} of training mixtures dry and clean")
+            parts.append(f"{self.dry_share * 100:g}% of training mixtures dry and clean")
         return "; ".join(parts) or "dry and clean"
 
 

@@ -95,7 +95,8 @@ class TrainConfig:
     snr_max: float = _key("highest SNR of the noise re the speech, in dB")
     dry_share: float = _key(
         "with reverb or noise: the share of training mixtures left dry and clean (no room, no noise), drawn "
-        "per mixture and epoch, so the model also learns plain separation (0: every mixture in a room, in noise)"
+        "per mixture and epoch (once, without dynamic mixing), so the model also learns plain separation "
+        "(0: every mixture in a room, in noise)"
     )
     num_workers: int = _key("data loading processes (0: in the training process)")
     sample_rate: int = _key("sample rate in Hz (the data must match)")
@@ -200,12 +201,12 @@ class TrainConfig:
             raise DnnsepError(f"{source}: max_minutes must be positive or null, got {self.max_minutes}")
         if self.lr_clock == "time" and self.max_minutes is None:
             raise DnnsepError(f"{source}: lr_clock: time runs the schedule over max_minutes: set max_minutes")
-        if not 0 <= self.dry_share < 1:
-            raise DnnsepError(f"{source}: dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
         if self.segment_seconds is not None and not self.segment_seconds > 0:
             raise DnnsepError(f"{source}: segment_seconds must be positive or null, got {self.segment_seconds}")
         if not 0 <= self.speed_perturb < 0.5:
             raise DnnsepError(f"{source}: speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
+        if not 0 <= self.dry_share < 1:
+            raise DnnsepError(f"{source}: dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
         if not 0 < self.rt60_min <= self.rt60_max:
             raise DnnsepError(
                 f"{source}: need 0 < rt60_min <= rt60_max (seconds), got {self.rt60_min} and {self.rt60_max}"

@@ -8,6 +8,7 @@ clean message before it starts its processes; :class:`~dnnsep.training.trainer.T
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,9 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
                 speed_perturb=cfg.speed_perturb,
                 **scene,
             )
-        else:
-            data = MixtureDataset(path, **scene)
+        else:  # validation: every mixture as its list has it, or in a room and noise (never a dry share)
+            opts = scene["scene"] and dataclasses.replace(scene["scene"], dry_share=0.0)
+            data = MixtureDataset(path, scene=opts, reverb_target=cfg.reverb_target)
         if data.sample_rate != cfg.sample_rate or data.n_sources != cfg.n_sources:
             raise DnnsepError(
                 f"{path}: {data.n_sources} sources at {data.sample_rate} Hz, but the config asks for "
