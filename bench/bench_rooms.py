@@ -1,13 +1,14 @@
 """What rooms and noise cost a training step: data time per step with and without them, at the mini config.
 
-    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--out bench/results/rooms.json] [--tiny]
+    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--dry_share 0 0.5] [--out bench/results/rooms.json] [--tiny]
 
 Builds a synthetic corpus and 1-s training lists (mini.yaml's segment) in a temporary folder, then
 times, in one process and one thread (as each of mini.yaml's two CPU processes runs), the items of
 ``steps`` steps of 2 mixtures each (its batch of 4 shared by 2 processes) under dynamic mixing with
 speed perturbation: dry and clean, then in simulated rooms (RT60 0.1-0.8 s, direct-path targets) with
-synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture).  A training
-step of mini.yaml's DPRNN on the same batch is timed too, so the figure that matters is
+synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture) and ``--dry_share``
+(the share of mixtures left dry and clean: 0.5 in conf/mini_noisy_reverb.yaml; keys ``..._dry{share}``).
+A training step of mini.yaml's DPRNN on the same batch is timed too, so the figure that matters is
 ``slowdown``: the extra data time over (clean data + step).  ``--tiny``: a few steps of a tiny model.
 """
 
@@ -27,6 +28,8 @@ try:
 except ImportError:  # a fresh clone without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from dnnsep.bin import prepare
+from main_job import cpu
+
 from dnnsep.data import MixtureDataset, list_path
 from dnnsep.data.noise import NoiseOptions
 from dnnsep.data.rooms import RoomOptions
@@ -63,7 +66,7 @@ def step_seconds(model: torch.nn.Module, batch: int, frames: int, steps: int) ->
     return (time.perf_counter() - start) / steps
 
 
-def bench_rooms(*, steps: int, banks: list[int], tiny: bool, workdir: str | None = None) -> dict:
+def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool, workdir: str | None = None) -> dict:
     torch.set_num_threads(1)
     per_step, frames = 2, 16000
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -81,27 +84,34 @@ def bench_rooms(*, steps: int, banks: list[int], tiny: bool, workdir: str | None
             "items_per_step": per_step,
             "clean_ms_per_step": 1e3 * per_step * data_seconds(clean, items, epochs),
         }
-        for bank in banks:
-            opts = SceneOptions(room=RoomOptions(), noise=NoiseOptions(source="synthetic"), room_bank=bank)
+        for bank, share in [(bank, share) for bank in banks for share in shares]:
+            opts = SceneOptions(room=RoomOptions(), noise=NoiseOptions(source="synthetic"), room_bank=bank,
+                                dry_share=share)  # fmt: skip
             noisy = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1, scene=opts, reverb_target="direct")
-            result[f"rooms_noise_bank{bank}_ms_per_step"] = 1e3 * per_step * data_seconds(noisy, items, epochs)
+            result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] = 1e3 * per_step * data_seconds(noisy, items, epochs)
     model = DPRNNTasNet(DPRNNConfig(**(TINY if tiny else MINI)))
     result["train_step_ms"] = 1e3 * step_seconds(model, per_step, frames, 2 if tiny else 20)
     base = result["clean_ms_per_step"] + result["train_step_ms"]
-    for bank in banks:
-        extra = result[f"rooms_noise_bank{bank}_ms_per_step"] - result["clean_ms_per_step"]
-        result[f"slowdown_bank{bank}"] = extra / base
+    for bank, share in [(bank, share) for bank in banks for share in shares]:
+        extra = result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] - result["clean_ms_per_step"]
+        result[f"slowdown_{_tag(bank, share)}"] = extra / base
+    result["cpu"] = cpu()
     return result
+
+
+def _tag(bank: int, share: float) -> str:
+    return f"bank{bank}" + (f"_dry{share:g}" if share else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="steps timed per epoch (2 mixtures each)")
     parser.add_argument("--bank", type=int, nargs="+", default=[0, 64], help="room_bank values to time")
+    parser.add_argument("--dry_share", type=float, nargs="+", default=[0.0, 0.5], help="dry_share values to time")
     parser.add_argument("--tiny", action="store_true", help="a few steps of a tiny model (a smoke test)")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
-    result = bench_rooms(steps=3 if args.tiny else args.steps, banks=args.bank, tiny=args.tiny)
+    result = bench_rooms(steps=3 if args.tiny else args.steps, banks=args.bank, shares=args.dry_share, tiny=args.tiny)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
