@@ -15,6 +15,7 @@ A training step of mini.yaml's DPRNN on the same batch is timed too, so the figu
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -84,7 +85,7 @@ def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool
             "items_per_step": per_step,
             "clean_ms_per_step": 1e3 * per_step * data_seconds(clean, items, epochs),
         }
-        for bank, share in [(bank, share) for bank in banks for share in shares]:
+        for bank, share in itertools.product(banks, shares):
             opts = SceneOptions(room=RoomOptions(), noise=NoiseOptions(source="synthetic"), room_bank=bank,
                                 dry_share=share)  # fmt: skip
             noisy = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1, scene=opts, reverb_target="direct")
@@ -92,7 +93,7 @@ def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool
     model = DPRNNTasNet(DPRNNConfig(**(TINY if tiny else MINI)))
     result["train_step_ms"] = 1e3 * step_seconds(model, per_step, frames, 2 if tiny else 20)
     base = result["clean_ms_per_step"] + result["train_step_ms"]
-    for bank, share in [(bank, share) for bank in banks for share in shares]:
+    for bank, share in itertools.product(banks, shares):
         extra = result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] - result["clean_ms_per_step"]
         result[f"slowdown_{_tag(bank, share)}"] = extra / base
     result["cpu"] = cpu()

@@ -31,7 +31,7 @@ IR_CACHE = 64  # impulse response sets kept per process (a room bank of an epoch
 class SceneOptions:
     """What to draw: ``room`` (simulated rooms' ranges) or ``rir_root`` (measured responses, WAVs), and
     ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture);
-    ``dry_share``: the share of on-the-fly draws left dry and clean (lists' stored scenes never are)."""
+    ``dry_share``: the share of a training set's mixtures left dry and clean (see :meth:`MixtureDataset.scene`)."""
 
     room: rooms.RoomOptions | None = None
     rir_root: str | None = None
@@ -186,7 +186,8 @@ def options_from_config(cfg: Any) -> SceneOptions | None:
     """The scene options of a training config (its ``reverb``, ``rt60_*``, ``rir_root``, ``room_bank``,
     ``noise``, ``noise_root``, ``snr_*``, ``dry_share`` keys), ``None`` when it asks for neither room nor noise.
 
-    The trainer passes them, with ``reverb_target=cfg.reverb_target``, to both of its datasets::
+    The trainer passes them, with ``reverb_target=cfg.reverb_target``, to both of its datasets (the
+    validation set's with no ``dry_share``)::
 
         MixtureDataset(path, ..., scene=options_from_config(cfg), reverb_target=cfg.reverb_target)
     """
