@@ -1,7 +1,8 @@
 """CPU speed and memory of DPRNN-TasNet, Conv-TasNet or SepFormer, ours against the original toolkit's.
 
-Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3) and the paper's
-(B=6), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8, R=3, Sc=128,
+Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3), the paper's
+(B=6) and the main job's (``mini``: conf/mini.yaml's model; ``mini_hop25``: the same with half-overlapping
+chunks, as it was before), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8, R=3, Sc=128,
 gLN, sigmoid), against asteroid's when it is importable; for ``--model sepformer`` the paper's as
 SpeechBrain publishes it (``wsj02mix``: 8 kHz; ``whamr16k``: the same at 16 kHz; converted options:
 SpeechBrain's paddings), against SpeechBrain's own modules computing its ``separate_batch`` when
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -59,6 +61,8 @@ CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figur
     "dprnn_tasnet": {
         "default": DPRNNConfig(),
         "paper": DPRNNConfig(n_blocks=6),
+        "mini": DPRNNConfig(n_filters=64, kernel_size=32, hidden=64, chunk_size=50, hop_size=50, n_blocks=2),
+        "mini_hop25": DPRNNConfig(n_filters=64, kernel_size=32, hidden=64, chunk_size=50, hop_size=25, n_blocks=2),
         "tiny": DPRNNConfig(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1),
     },
     "conv_tasnet": {
@@ -285,8 +289,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", choices=sorted(CONFIGS), default="dprnn_tasnet")
     parser.add_argument(
         "--configs",
-        help="comma-separated: default, paper (dprnn_tasnet); paper (conv_tasnet); wsj02mix, whamr16k (sepformer); "
-        "tiny: a smoke run",
+        help="comma-separated: default, paper, mini, mini_hop25 (dprnn_tasnet); paper (conv_tasnet); wsj02mix, "
+        "whamr16k (sepformer); tiny: a smoke run",
     )
     parser.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation (experiment)")
     parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS)
@@ -329,9 +333,11 @@ def main(argv=None) -> int:
             r["train_step_s"] = {k: v["seconds"] for k, v in measure(trained, config_name, "train", args).items()}
         report(config_name, r, args.long_seconds)
     if args.json:
-        from main_job import cpu  # this folder's: the CPU's model and vector flags
+        from main_job import ISA_ENV, cpu  # this folder's: the CPU's model and vector flags; --isa's variables
 
-        machine = {"cpu": cpu(), "torch": torch.__version__, "threads": args.threads, "kinds": kinds}
+        isa = sorted({k for env in ISA_ENV.values() for k in env})  # as on another CPU, if set (main_job.py --isa)
+        machine = {"cpu": cpu(), "torch": torch.__version__, "threads": args.threads, "kinds": kinds,
+                   "env": {k: os.environ[k] for k in isa if k in os.environ}}  # fmt: skip
         with open(args.json, "w") as f:
             json.dump({**results, "machine": machine}, f, indent=2)
     return 0

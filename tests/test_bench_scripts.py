@@ -33,6 +33,8 @@ def test_bench_model_tiny(tmp_path, model):
     written = json.loads(out.read_text())
     tiny = written["tiny"]
     assert written["machine"]["cpu"]["model"] and written["machine"]["threads"] == 1
+    isa = ("ATEN_CPU_CAPABILITY", "DNNSEP_CPU_BF16", "ONEDNN_MAX_CPU_ISA")  # recorded when set: as on another CPU
+    assert written["machine"]["env"] == {k: os.environ[k] for k in isa if k in os.environ}
     assert tiny["rtf_5s"]["ours"] > 0 and tiny["train_step_s"]["ours"] > 0 and tiny["long"]["ours"]["seconds"] > 0
 
 
