@@ -1,12 +1,12 @@
 """CPU speed and memory of DPRNN-TasNet, Conv-TasNet or SepFormer, ours against the original toolkit's.
 
-Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3), the paper's
-(B=6) and the main job's (``mini``: conf/mini.yaml's model; ``mini_hop25``: the same with half-overlapping
-chunks, as it was before), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8, R=3, Sc=128,
-gLN, sigmoid), against asteroid's when it is importable; for ``--model sepformer`` the paper's as
-SpeechBrain publishes it (``wsj02mix``: 8 kHz; ``whamr16k``: the same at 16 kHz; converted options:
-SpeechBrain's paddings), against SpeechBrain's own modules computing its ``separate_batch`` when
-SpeechBrain is importable; on ``--threads`` threads:
+Measures, for ``--model dprnn_tasnet`` (the default) the seed recipe's config (B=3), the paper's (B=6)
+and the main job's (``mini``: conf/mini.yaml's model; ``mini_hop25``: the same with half-overlapping
+chunks, as it was before), for ``--model conv_tasnet`` the paper's (N=512, L=16, B=128, H=512, P=3, X=8,
+R=3, Sc=128, gLN, sigmoid), against asteroid's when it is importable; for ``--model sepformer`` the
+paper's as SpeechBrain publishes it (``wsj02mix``: 8 kHz; ``whamr16k``: the same at 16 kHz; converted
+options: SpeechBrain's paddings), against SpeechBrain's own modules computing its ``separate_batch``
+when SpeechBrain is importable; on ``--threads`` threads:
 parameter count; real-time factor (seconds of compute per second of audio) for a 5 s mixture;
 time and peak memory for one pass over a 60 s mixture (no warm-up: what a user separating one file
 sees); seconds per training step (batch 4 x 2 s: forward + PIT SI-SDR + backward + Adam).  Every
@@ -39,6 +39,7 @@ used where it is missing; separation never calls it.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -49,20 +50,23 @@ import time
 
 import torch
 import torch.nn.functional as F
+from main_job import ISA_ENV, MINI, cpu  # this folder's: the main job's config, the CPU, --isa's variables
 
 from dnnsep import models
 from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
+from dnnsep.training.config import load_config
 
 DPRNNConfig, ConvTasNetConfig = models.get("dprnn_tasnet").config_class, models.get("conv_tasnet").config_class
 SepFormerConfig = models.get("sepformer").config_class
+MAIN_JOB = load_config(MINI).model_config  # the main job's model, as conf/mini.yaml has it
 AS_SPEECHBRAIN = dict(signal_padding="none", chunk_padding="speechbrain")  # what its converted models compute
 CONFIGS = {  # "tiny": a smoke run of the script (the tests run it), not a figure
     "dprnn_tasnet": {
         "default": DPRNNConfig(),
         "paper": DPRNNConfig(n_blocks=6),
-        "mini": DPRNNConfig(n_filters=64, kernel_size=32, hidden=64, chunk_size=50, hop_size=50, n_blocks=2),
-        "mini_hop25": DPRNNConfig(n_filters=64, kernel_size=32, hidden=64, chunk_size=50, hop_size=25, n_blocks=2),
+        "mini": MAIN_JOB,
+        "mini_hop25": dataclasses.replace(MAIN_JOB, hop_size=25),
         "tiny": DPRNNConfig(n_filters=16, kernel_size=4, hidden=16, chunk_size=10, hop_size=5, n_blocks=1),
     },
     "conv_tasnet": {
@@ -333,8 +337,6 @@ def main(argv=None) -> int:
             r["train_step_s"] = {k: v["seconds"] for k, v in measure(trained, config_name, "train", args).items()}
         report(config_name, r, args.long_seconds)
     if args.json:
-        from main_job import ISA_ENV, cpu  # this folder's: the CPU's model and vector flags; --isa's variables
-
         isa = sorted({k for env in ISA_ENV.values() for k in env})  # as on another CPU, if set (main_job.py --isa)
         machine = {"cpu": cpu(), "torch": torch.__version__, "threads": args.threads, "kinds": kinds,
                    "env": {k: os.environ[k] for k in isa if k in os.environ}}  # fmt: skip

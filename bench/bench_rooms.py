@@ -8,7 +8,7 @@ times, in one process and one thread (as each of mini.yaml's two CPU processes r
 speed perturbation: dry and clean, then in simulated rooms (RT60 0.1-0.8 s, direct-path targets) with
 synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture) and ``--dry_share``
 (the share of mixtures left dry and clean: 0.5 in conf/mini_noisy_reverb.yaml; keys ``..._dry{share}``).
-A training step of mini.yaml's DPRNN on the same batch is timed too, so the figure that matters is
+A training step of conf/mini_noisy_reverb.yaml's DPRNN on the same batch is timed too, so the figure that matters is
 ``slowdown``: the extra data time over (clean data + step).  ``--tiny``: a few steps of a tiny model.
 """
 
@@ -29,7 +29,7 @@ try:
 except ImportError:  # a fresh clone without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from dnnsep.bin import prepare
-from main_job import cpu
+from main_job import RECIPE, cpu
 
 from dnnsep.data import MixtureDataset, list_path
 from dnnsep.data.noise import NoiseOptions
@@ -38,8 +38,9 @@ from dnnsep.data.scene import SceneOptions
 from dnnsep.data.synthetic import make_corpus
 from dnnsep.losses import pit_si_sdr
 from dnnsep.models import DPRNNConfig, DPRNNTasNet
+from dnnsep.training.config import load_config
 
-MINI = dict(n_filters=64, kernel_size=32, hidden=64, chunk_size=50, hop_size=25, n_blocks=2)  # conf/mini.yaml
+NOISY_JOB = RECIPE / "conf" / "mini_noisy_reverb.yaml"  # the job whose steps rooms and noise would slow down
 TINY = dict(n_filters=8, kernel_size=16, hidden=8, chunk_size=50, hop_size=25, n_blocks=1)
 
 
@@ -90,7 +91,7 @@ def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool
                                 dry_share=share)  # fmt: skip
             noisy = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1, scene=opts, reverb_target="direct")
             result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] = 1e3 * per_step * data_seconds(noisy, items, epochs)
-    model = DPRNNTasNet(DPRNNConfig(**(TINY if tiny else MINI)))
+    model = DPRNNTasNet(DPRNNConfig(**TINY) if tiny else load_config(NOISY_JOB).model_config)
     result["train_step_ms"] = 1e3 * step_seconds(model, per_step, frames, 2 if tiny else 20)
     base = result["clean_ms_per_step"] + result["train_step_ms"]
     for bank, share in itertools.product(banks, shares):
