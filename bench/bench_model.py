@@ -56,6 +56,7 @@ from dnnsep import models
 from dnnsep.allocator import keep_freed_memory
 from dnnsep.losses import pit_si_sdr
 from dnnsep.training.config import load_config
+from dnnsep.training.start import fused_on_cpu
 
 DPRNNConfig, ConvTasNetConfig = models.get("dprnn_tasnet").config_class, models.get("conv_tasnet").config_class
 SepFormerConfig = models.get("sepformer").config_class
@@ -227,7 +228,10 @@ def time_part(
     rate = config.sample_rate if isinstance(config, SepFormerConfig) else SR
     if part == "train":
         mix, refs = torch.randn(4, 2 * rate), torch.randn(4, config.n_sources, 2 * rate)
-        optimizer = torch.optim.Adam(model.train().parameters(), lr=1e-3)
+        params = list(model.train().parameters())
+        # each toolkit's training update: dnnsep's trainer fuses Adam on the CPU, the others' loop over tensors
+        fused = True if kind == "ours" and fused_on_cpu(params) else None
+        optimizer = torch.optim.Adam(params, lr=1e-3, fused=fused)
 
         def run():
             optimizer.zero_grad(set_to_none=True)

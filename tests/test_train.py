@@ -19,6 +19,7 @@ from dnnsep.cli import run
 from dnnsep.errors import CheckpointError, DnnsepError
 from dnnsep.models import DPRNNTasNet
 from dnnsep.training import distributed, experiment_dir, load_config
+from dnnsep.training import start as start_module
 from dnnsep.training import trainer as trainer_module
 from dnnsep.training.config import TrainConfig, prepare_args
 from dnnsep.training.sampler import EpochBatchSampler
@@ -238,6 +239,33 @@ def test_mid_epoch_resume_continues_exactly(tmp_path):
     b = load_checkpoint(last)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed_sets["train_set"].epochs_seen == [1]  # dynamic mixing is told which epoch it is
+
+
+def test_adam_is_fused_on_the_cpu_from_torch_2_4_and_a_resume_keeps_the_update_it_began_with(tmp_path, monkeypatch):
+    params = list(DPRNNTasNet(tiny().model_config).parameters())
+    for version, fused in (("2.3.1", False), ("2.4.0+cpu", True), ("2.13.0", True), ("3.0.0", True)):
+        monkeypatch.setattr(torch, "__version__", version)
+        assert start_module.fused_on_cpu(params) is fused, version
+    monkeypatch.undo()
+    assert not start_module.fused_on_cpu([torch.zeros(2, dtype=torch.int64)])
+    # a CPU run updates as the predicate says for this torch (fused from 2.4, CI's), and its checkpoint says so
+    run = tiny(epochs=2)
+    train(run, tmp_path / "f", **data())
+    group = load_checkpoint(exp_of(run, tmp_path / "f") / "model" / "last.pth")["optimizer"]["param_groups"][0]
+    assert group["fused"] is (True if start_module.fused_on_cpu(params) else None)
+    # a run begun unfused (torch < 2.4, say) resumes unfused, exactly: the checkpoint's groups carry the choice
+    monkeypatch.setattr(start_module, "fused_on_cpu", lambda params: False)
+    straight = train(tiny(), tmp_path / "a", **data())
+    cfg = tiny(stop_after_epoch=2)
+    train(cfg, tmp_path / "b", **data())
+    monkeypatch.undo()
+    last = exp_of(cfg, tmp_path / "b") / "model" / "last.pth"
+    assert not load_checkpoint(last)["optimizer"]["param_groups"][0]["fused"]
+    resumed = train(tiny(), tmp_path / "b", resume=last, **data())
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+    a = load_checkpoint(exp_of(cfg, tmp_path / "a") / "model" / "last.pth")["state_dict"]
+    b = load_checkpoint(last)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_lr_halving_and_early_stopping_on_scripted_validation(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,23 @@ def preflight(cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.Pat
     return exp
 
 
+def fused_on_cpu(params: list[torch.Tensor]) -> bool:
+    """Whether Adam's fused kernel serves these parameters: on the CPU, from torch 2.4.
+
+    One kernel updates every parameter, instead of a loop of small ops per tensor: a small model's many
+    tensors make that loop a few percent of a CPU step (``bench/bench_model.py --skip rtf,long`` times a
+    training step with it).  Other devices keep torch's default.  A checkpoint's optimizer state carries
+    the choice (torch restores the saved groups' options), so a resumed run updates as it began.
+    """
+    version = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+    return version >= (2, 4) and all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params)
+
+
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    fused = True if fused_on_cpu(params) else None  # None: torch's default
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def collate_by_length(items: list[tuple[Any, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
