@@ -16,9 +16,10 @@ clean list.  ``--add``: run more seeds and add them to the runs already in ``--o
 file was made on another CPU).  ``--tiny``: a few seconds of training per job (the tests run it).
 
 ``bench/results/rooms_quality.json`` was measured with half-overlapping chunks in both configs
-(``hop_size: 25``).  ``conf/mini.yaml`` has laid its chunks side by side since (``hop_size: 50``, a faster
-step); ``conf/mini_noisy_reverb.yaml`` keeps 25, as measured, so a rerun compares the clean job as it is
-now with the noisy-reverberant job as it was measured.
+(``hop_size: 25``) and Adam without weight decay.  ``conf/mini.yaml`` has since laid its chunks side by
+side (``hop_size: 50``, a faster step) and trains with AdamW (weight decay 5e-2);
+``conf/mini_noisy_reverb.yaml`` keeps both as measured, so a rerun compares the clean job as it is now
+with the noisy-reverberant job as it was measured.
 """
 
 from __future__ import annotations
