@@ -74,7 +74,7 @@ def test_prepare_train_resume_test(tmp_path):
     exp = experiment_dir(load_config(conf, {"dataset_dir": str(data)}), out)
     assert exp.relative_to(out).as_posix() == (
         "2mix/trainable-trainable/sisdr/N8_L16_H8_K50_P25_B1/S8_F8_sigmoid_gln_noncausal_sr16k/"
-        "b4_e3_adam-lr2e-3-decay0_clip5/seed111"  # mini.yaml's 2 CPU processes share each batch of 4
+        "b4_e3_adamw-lr2e-3-decay5e-2_clip5/seed111"  # mini.yaml's 2 CPU processes share each batch of 4
     )
     common = f'--synthetic --config "{conf}" --out_dir "{out}"'
 

@@ -248,8 +248,9 @@ def test_adam_is_fused_on_the_cpu_from_torch_2_4_and_a_resume_keeps_the_update_i
         assert start_module.fused_on_cpu(params) is fused, version
     monkeypatch.undo()
     assert not start_module.fused_on_cpu([torch.zeros(2, dtype=torch.int64)])
+    assert not start_module.fused_on_cpu([torch.zeros(2, device="meta")])  # another device: torch's default
     # a CPU run updates as the predicate says for this torch (fused from 2.4, CI's), and its checkpoint says so
-    run = tiny(epochs=2)
+    run = tiny(epochs=2, stop_after_epoch=1)
     train(run, tmp_path / "f", **data())
     group = load_checkpoint(exp_of(run, tmp_path / "f") / "model" / "last.pth")["optimizer"]["param_groups"][0]
     assert group["fused"] is (True if start_module.fused_on_cpu(params) else None)
@@ -264,8 +265,14 @@ def test_adam_is_fused_on_the_cpu_from_torch_2_4_and_a_resume_keeps_the_update_i
     resumed = train(tiny(), tmp_path / "b", resume=last, **data())
     assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
     a = load_checkpoint(exp_of(cfg, tmp_path / "a") / "model" / "last.pth")["state_dict"]
-    b = load_checkpoint(last)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    b = load_checkpoint(last)
+    assert all(torch.equal(a[k], b["state_dict"][k]) for k in a) and not b["optimizer"]["param_groups"][0]["fused"]
+    # and a fused checkpoint resumed where the kernel is missing (torch 2.3, another device) updates unfused
+    fused_last = exp_of(run, tmp_path / "f") / "model" / "last.pth"
+    if group["fused"]:
+        monkeypatch.setattr(start_module, "fused_on_cpu", lambda params: False)
+        more = train(tiny(epochs=2), tmp_path / "f", resume=fused_last, **data())
+        assert more["epoch"] == 2 and load_checkpoint(fused_last)["optimizer"]["param_groups"][0]["fused"] is None
 
 
 def test_lr_halving_and_early_stopping_on_scripted_validation(tmp_path, monkeypatch):

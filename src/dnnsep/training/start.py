@@ -101,6 +101,14 @@ def fused_on_cpu(params: list[torch.Tensor]) -> bool:
     return version >= (2, 4) and all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params)
 
 
+def unfuse_where_unsupported(optimizer: torch.optim.Optimizer) -> None:
+    """After loading a checkpoint's optimizer state: a fused update it carries runs here only where
+    :func:`fused_on_cpu` allows it (a CPU run resumed on a GPU, or under torch 2.3, updates as torch's default)."""
+    for group in optimizer.param_groups:
+        if group.get("fused") and not fused_on_cpu(group["params"]):
+            group["fused"] = None
+
+
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     params = list(model.parameters())

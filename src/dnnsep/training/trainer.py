@@ -63,6 +63,7 @@ from .start import (
     make_datasets,
     make_optimizer,
     process_batch,
+    unfuse_where_unsupported,
 )
 from .state import Plateau, rng_state, set_rng_state
 from .steptime import StepTimes, profile_steps
@@ -231,7 +232,8 @@ class Trainer:
         if ckpt is None:
             return
         self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # its groups' options too: a run resumes as it began
+        unfuse_where_unsupported(self.optimizer)
         self.plateau.load_state_dict(ckpt["plateau"])
         if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
