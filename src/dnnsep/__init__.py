@@ -4,14 +4,22 @@ __version__ = "0.1.0"
 MIN_TORCH = (2, 3)  # torch.amp.GradScaler(device), torch.compiler.is_compiling; requirements.txt says the same
 
 
-def _check_torch() -> None:
-    """Refuse an older torch at import, in one line, rather than with an AttributeError mid-run."""
+def torch_version() -> tuple[int, int] | None:
+    """torch's (major, minor), or None where its version string does not begin with them (a custom build)."""
     import re
 
     import torch
 
     found = re.match(r"(\d+)\.(\d+)", torch.__version__)
-    if found and tuple(int(v) for v in found.groups()) < MIN_TORCH:
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _check_torch() -> None:
+    """Refuse an older torch at import, in one line, rather than with an AttributeError mid-run."""
+    import torch
+
+    found = torch_version()
+    if found and found < MIN_TORCH:
         need = ".".join(map(str, MIN_TORCH))
         raise ImportError(
             f"dnnsep needs torch >= {need}, but this Python has torch {torch.__version__}: upgrade with "

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from .. import torch_version
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DnnsepError
 from ..locking import hold
@@ -97,8 +97,9 @@ def fused_on_cpu(params: list[torch.Tensor]) -> bool:
     training step with it).  Other devices keep torch's default.  A checkpoint's optimizer state carries
     the choice (torch restores the saved groups' options), so a resumed run updates as it began.
     """
-    version = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
-    return version >= (2, 4) and all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params)
+    version = torch_version()
+    on_cpu = all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params)
+    return version is not None and version >= (2, 4) and on_cpu
 
 
 def unfuse_where_unsupported(optimizer: torch.optim.Optimizer) -> None:
