@@ -205,6 +205,15 @@ def test_recipe_configs_load_with_their_options():
             assert cfg.dry_share == (0.5 if name == "mini_noisy_reverb" else 0.0)
 
 
+def test_the_noisy_reverberant_main_job_differs_from_the_clean_one_in_its_data_alone():
+    """bench_rooms_quality compares the two mini DPRNN jobs: same model, optimizer and budget."""
+    clean = load_config("egs/librispeech/dprnn_tasnet/conf/mini.yaml")
+    noisy = load_config("egs/librispeech/dprnn_tasnet/conf/mini_noisy_reverb.yaml")
+    same = ("model", "optimizer", "weight_decay", "lr", "batch_size", "max_minutes", "epochs", "seed")
+    assert {k: getattr(noisy, k) for k in same} == {k: getattr(clean, k) for k in same}
+    assert (clean.reverb, clean.noise) != (noisy.reverb, noisy.noise)
+
+
 @pytest.mark.slow
 def test_evaluate_reports_si_sdri_overall_and_by_rt60_and_snr_bins(noisy, tmp_path, capsys):
     from dnnsep.bin import evaluate
