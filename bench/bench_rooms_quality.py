@@ -15,11 +15,10 @@ model at least 3 dB above the clean one on the noisy-reverberant list, and withi
 clean list.  ``--add``: run more seeds and add them to the runs already in ``--out`` (refused if that
 file was made on another CPU).  ``--tiny``: a few seconds of training per job (the tests run it).
 
-``bench/results/rooms_quality.json`` was measured with half-overlapping chunks in both configs
-(``hop_size: 25``) and Adam without weight decay.  ``conf/mini.yaml`` has since laid its chunks side by
-side (``hop_size: 50``, a faster step) and trains with AdamW (weight decay 5e-2);
-``conf/mini_noisy_reverb.yaml`` keeps both as measured, so a rerun compares the clean job as it is now
-with the noisy-reverberant job as it was measured.
+``bench/results/rooms_quality.json`` was measured with both configs as they are: chunks side by side
+(``hop_size: 50``) and AdamW with weight decay 5e-2.  ``rooms_quality_adam_hop25.json`` holds the
+earlier runs, both jobs with half-overlapping chunks and Adam without decay (and
+``rooms_quality_all_wet.json`` the ones before, every training mixture wet).
 """
 
 from __future__ import annotations
