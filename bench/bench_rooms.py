@@ -1,13 +1,17 @@
 """What rooms and noise cost a training step: data time per step with and without them, at the mini config.
 
-    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--dry_share 0 0.5] [--out bench/results/rooms.json] [--tiny]
+    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--room_life 1 4] [--dry_share 0 0.5] [--out F] [--tiny]
 
 Builds a synthetic corpus and 1-s training lists (mini.yaml's segment) in a temporary folder, then
 times, in one process and one thread (as each of mini.yaml's two CPU processes runs), the items of
 ``steps`` steps of 2 mixtures each (its batch of 4 shared by 2 processes) under dynamic mixing with
 speed perturbation: dry and clean, then in simulated rooms (RT60 0.1-0.8 s, direct-path targets) with
-synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture) and ``--dry_share``
-(the share of mixtures left dry and clean: 0.5 in conf/mini_noisy_reverb.yaml; keys ``..._dry{share}``).
+synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture), ``--room_life``
+(epochs each bank room serves; keys ``..._bank{n}x{life}`` above 1) and ``--dry_share`` (the share of
+mixtures left dry and clean; keys ``..._dry{share}``).  conf/mini_noisy_reverb.yaml has a bank of 64, each
+room serving 4 epochs, and half the mixtures dry: ``slowdown_bank64x4_dry0.5``.  The epochs timed follow
+one untimed epoch, as the job's ~120 epochs do (its first epoch simulates a whole bank; later ones renew
+a ``1 / room_life`` of it).
 A training step of conf/mini_noisy_reverb.yaml's DPRNN on the same batch is timed too, so the figure that matters is
 ``slowdown``: the extra data time over (clean data + step).  ``--tiny``: a few steps of a tiny model.
 """
@@ -45,9 +49,11 @@ TINY = dict(n_filters=8, kernel_size=16, hidden=8, chunk_size=50, hop_size=25, n
 
 
 def data_seconds(dataset: MixtureDataset, items: int, epochs: int) -> float:
-    """Seconds per item over ``epochs`` epochs of the first ``items`` items (each epoch new draws)."""
-    start = time.perf_counter()
-    for epoch in range(epochs):
+    """Seconds per item over ``epochs`` epochs of the first ``items`` items (each epoch new draws), after
+    one untimed epoch."""
+    for epoch in range(epochs + 1):
+        if epoch == 1:
+            start = time.perf_counter()
         dataset.set_epoch(epoch)
         for i in range(items):
             dataset[i]
@@ -68,7 +74,9 @@ def step_seconds(model: torch.nn.Module, batch: int, frames: int, steps: int) ->
     return (time.perf_counter() - start) / steps
 
 
-def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool, workdir: str | None = None) -> dict:
+def bench_rooms(
+    *, steps: int, banks: list[int], lives: list[int], shares: list[float], tiny: bool, workdir: str | None = None
+) -> dict:
     torch.set_num_threads(1)
     per_step, frames = 2, 16000
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -78,42 +86,53 @@ def bench_rooms(*, steps: int, banks: list[int], shares: list[float], tiny: bool
         prepare.main([str(tmp / "data"), "2", "--librispeech_root", str(tmp / "corpus"), "--no_progress",
                       "--segment", "1", "--eval_segment", "1", "--n_train", str(steps * per_step)])  # fmt: skip
         path = list_path(tmp / "data", 2, "train")
-        items, epochs = steps * per_step, 1 if tiny else 2
+        items, epochs = steps * per_step, 1 if tiny else 4
         clean = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1)
-        data_seconds(clean, min(items, 4), 1)  # warm the file cache
+        data_seconds(MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1), min(items, 4), 1)  # the file cache
         result = {
             "steps": steps,
             "items_per_step": per_step,
             "clean_ms_per_step": 1e3 * per_step * data_seconds(clean, items, epochs),
         }
-        for bank, share in itertools.product(banks, shares):
+        for bank, life, share in _settings(banks, lives, shares):
             opts = SceneOptions(room=RoomOptions(), noise=NoiseOptions(source="synthetic"), room_bank=bank,
-                                dry_share=share)  # fmt: skip
+                                room_life=life, dry_share=share)  # fmt: skip
             noisy = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1, scene=opts, reverb_target="direct")
-            result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] = 1e3 * per_step * data_seconds(noisy, items, epochs)
+            warm = MixtureDataset(path, dynamic_mixing=True, speed_perturb=0.1, scene=opts, reverb_target="direct")
+            data_seconds(warm, min(items, 4), 1)  # imports (pyroomacoustics, scipy) outside the timing
+            result[f"rooms_noise_{_tag(bank, life, share)}_ms_per_step"] = (
+                1e3 * per_step * data_seconds(noisy, items, epochs)
+            )
     model = DPRNNTasNet(DPRNNConfig(**TINY) if tiny else load_config(NOISY_JOB).model_config)
     result["train_step_ms"] = 1e3 * step_seconds(model, per_step, frames, 2 if tiny else 20)
     base = result["clean_ms_per_step"] + result["train_step_ms"]
-    for bank, share in itertools.product(banks, shares):
-        extra = result[f"rooms_noise_{_tag(bank, share)}_ms_per_step"] - result["clean_ms_per_step"]
-        result[f"slowdown_{_tag(bank, share)}"] = extra / base
+    for bank, life, share in _settings(banks, lives, shares):
+        extra = result[f"rooms_noise_{_tag(bank, life, share)}_ms_per_step"] - result["clean_ms_per_step"]
+        result[f"slowdown_{_tag(bank, life, share)}"] = extra / base
     result["cpu"] = cpu()
     return result
 
 
-def _tag(bank: int, share: float) -> str:
-    return f"bank{bank}" + (f"_dry{share:g}" if share else "")
+def _settings(banks: list[int], lives: list[int], shares: list[float]) -> list[tuple[int, int, float]]:
+    """(bank, life, share) to time: a room life only with a bank."""
+    return [(b, life, s) for b, life, s in itertools.product(banks, lives, shares) if b or life == 1]
+
+
+def _tag(bank: int, life: int, share: float) -> str:
+    return f"bank{bank}" + (f"x{life}" if life > 1 else "") + (f"_dry{share:g}" if share else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="steps timed per epoch (2 mixtures each)")
     parser.add_argument("--bank", type=int, nargs="+", default=[0, 64], help="room_bank values to time")
+    parser.add_argument("--room_life", type=int, nargs="+", default=[1, 4], help="room_life values (with a bank)")
     parser.add_argument("--dry_share", type=float, nargs="+", default=[0.0, 0.5], help="dry_share values to time")
     parser.add_argument("--tiny", action="store_true", help="a few steps of a tiny model (a smoke test)")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
-    result = bench_rooms(steps=3 if args.tiny else args.steps, banks=args.bank, shares=args.dry_share, tiny=args.tiny)
+    result = bench_rooms(steps=3 if args.tiny else args.steps, banks=args.bank, lives=args.room_life,
+                         shares=args.dry_share, tiny=args.tiny)  # fmt: skip
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -103,6 +103,37 @@ def test_a_room_bank_shares_rooms_within_an_epoch_and_renews_them_each_epoch(noi
     assert len(rooms0) == len(rooms1) == 2 and not rooms0 & rooms1
 
 
+def test_a_room_life_renews_a_share_of_the_bank_each_epoch_and_simulates_each_room_once(noisy, monkeypatch):
+    from dnnsep.data import rooms
+
+    simulated = []
+    simulate = rooms.simulate
+    monkeypatch.setattr(rooms, "simulate", lambda room, sr: simulated.append(room) or simulate(room, sr))
+    opts = SceneOptions(room=SMALL, room_bank=4, room_life=2)
+    data = MixtureDataset(list_path(noisy, 2, "train"), dynamic_mixing=True, seed=0, scene=opts)
+    assert len(data) >= 16  # enough draws to use each of the 4 rooms every epoch (checked below)
+    seen = []  # the rooms of each epoch
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            data[i]
+        seen.append({json.dumps(data.scene(i)["room"], sort_keys=True) for i in range(len(data))})
+    assert all(len(s) == 4 for s in seen)
+    for a, b in zip(seen, seen[1:]):
+        assert len(a & b) == 2  # half the bank kept, half renewed
+    for room in set().union(*seen):
+        epochs = [e for e, s in enumerate(seen) if room in s]
+        assert epochs == list(range(epochs[0], epochs[0] + len(epochs))) and len(epochs) <= 2
+    assert len(simulated) == len(set().union(*seen)) == 4 + 2 * 5  # each room simulated once
+    again = MixtureDataset(list_path(noisy, 2, "train"), dynamic_mixing=True, seed=0, scene=opts)
+    again.set_epoch(5)
+    assert {json.dumps(again.scene(i)["room"], sort_keys=True) for i in range(len(again))} == seen[5]
+    with pytest.raises(DnnsepError, match="room_life 2: .* set room_bank too"):
+        SceneOptions(room=SMALL, room_life=2)
+    with pytest.raises(DnnsepError, match="room_life must be at least 1"):
+        SceneOptions(room=SMALL, room_bank=4, room_life=0)
+
+
 def test_a_dry_share_leaves_that_share_of_training_draws_dry_and_clean_and_validation_none(noisy):
     opts = SceneOptions(room=SMALL, noise=NoiseOptions(snr_db=(0.0, 10.0)), room_bank=2, dry_share=0.5)
     path = list_path(noisy, 2, "train")
@@ -174,8 +205,12 @@ def test_config_options_tags_and_old_configs(tmp_path):
     assert experiment_dir(dry, "o").parts[-2] == name + "_dry0.5"
     assert options_from_config(dry).dry_share == 0.5 and options_from_config(cfg).dry_share == 0
     assert options_from_config(dry).describe().endswith("; 50% of training mixtures dry and clean")
+    banked = cfg.replace(room_bank=64, room_life=4)
+    assert experiment_dir(banked, "o").parts[-2] == name.replace("_noise", "_bank64x4_noise")
+    assert experiment_dir(banked.replace(room_life=1), "o").parts[-2] == name.replace("_noise", "_bank64_noise")
+    assert options_from_config(banked).describe().startswith("rooms RT60 0.2-0.8 s, a bank of 64, each room serving 4")
     assert experiment_dir(base.replace(dry_share=0.5), "o") == experiment_dir(base, "o")  # nothing to leave dry
-    old_keys = ("reverb", "noise", "rt60_min", "snr_min", "dry_share")
+    old_keys = ("reverb", "noise", "rt60_min", "snr_min", "dry_share", "room_life")
     saved = {k: v for k, v in base.to_dict().items() if k not in old_keys}
     assert type(base).from_dict(upgrade(saved)) == base  # an older last.pth reads them as off
     for change, match in (
@@ -185,6 +220,7 @@ def test_config_options_tags_and_old_configs(tmp_path):
         (dict(noise="loud"), "noise='loud' is not one of"),
         (dict(dry_share=1.0), r"dry_share must be in \[0, 1\)"),
         (dict(dry_share=-0.1), "dry_share"),
+        (dict(room_life=0), "room_life must be at least 1"),
     ):
         with pytest.raises(DnnsepError, match=match) as err:
             base.replace(**change)
@@ -209,8 +245,8 @@ def test_the_noisy_reverberant_main_job_differs_from_the_clean_one_in_its_data_a
     """bench_rooms_quality compares the two mini DPRNN jobs: same model, optimizer, schedule and budget."""
     clean = load_config("egs/librispeech/dprnn_tasnet/conf/mini.yaml")
     noisy = load_config("egs/librispeech/dprnn_tasnet/conf/mini_noisy_reverb.yaml")
-    data = {"dataset_dir", "reverb", "rt60_min", "rt60_max", "reverb_target", "room_bank", "noise", "snr_min",
-            "snr_max", "dry_share"}  # fmt: skip
+    data = {"dataset_dir", "reverb", "rt60_min", "rt60_max", "reverb_target", "room_bank", "room_life", "noise",
+            "snr_min", "snr_max", "dry_share"}  # fmt: skip
     differ = {k for k in TrainConfig.keys() if getattr(clean, k) != getattr(noisy, k)}
     assert differ <= data, f"the two jobs differ in more than their data: {sorted(differ - data)}"
     assert {"reverb", "noise", "dry_share"} <= differ
@@ -259,7 +295,9 @@ def test_bench_rooms_tiny(tmp_path):
                    capture_output=True, timeout=300)  # fmt: skip
     result = json.loads(out.read_text())
     assert result["clean_ms_per_step"] > 0 and result["train_step_ms"] > 0
-    assert {"slowdown_bank0", "slowdown_bank64", "slowdown_bank0_dry0.5", "slowdown_bank64_dry0.5"} <= set(result)
+    slowdowns = {"slowdown_bank0", "slowdown_bank64", "slowdown_bank64x4", "slowdown_bank0_dry0.5",
+                 "slowdown_bank64_dry0.5", "slowdown_bank64x4_dry0.5"}  # fmt: skip
+    assert slowdowns == {k for k in result if k.startswith("slowdown")}
     assert result["rooms_noise_bank0_dry0.5_ms_per_step"] < result["rooms_noise_bank0_ms_per_step"]
 
 

@@ -173,10 +173,20 @@ class MixtureDataset(torch.utils.data.Dataset):
         if not self.dynamic_mixing and "scene" in mix:
             return mix["scene"]
         frames, sources = spec or self.spec(index)
-        bank = opts.room_bank
-        bank_key = f"room {self.split} {self.seed} {epoch} {Rng(key + ' bank').below(bank)}" if bank else None
+        bank_key = self._bank_key(key, epoch) if opts.room_bank else None
         speakers = {src["speaker"] for src in sources}
         return self.scenes.draw(key, n_sources=len(sources), frames=frames, speakers=speakers, bank_key=bank_key)
+
+    def _bank_key(self, key: str, epoch: int) -> str:
+        """The generator key of the bank room item ``key`` draws in ``epoch``: one of ``room_bank`` slots,
+        whose room changes every ``room_life`` epochs (slot ``j`` at the epochs ``e`` with
+        ``(e + j) % room_life == 0``: a new ``1 / room_life`` of the bank every epoch)."""
+        opts = self.scene_options
+        slot = Rng(key + " bank").below(opts.room_bank)
+        if opts.room_life == 1:
+            return f"room {self.split} {self.seed} {epoch} {slot}"
+        generation = (epoch + slot % opts.room_life) // opts.room_life
+        return f"room {self.split} {self.seed} slot {slot} life {opts.room_life} generation {generation}"
 
     def conditions(self, index: int) -> dict[str, float]:
         """``{"rt60": s, "snr_db": dB}`` of item ``index`` (what its scene has; empty when dry and clean)."""

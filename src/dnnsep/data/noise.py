@@ -43,6 +43,7 @@ from ..errors import DnnsepError
 from .download import download, fetch_text, parse_md5sum, verify_md5
 from .librispeech import Utterance
 from .lists import Rng
+from .rooms import fast_length
 
 SOURCES = ("synthetic", "files")
 KINDS = ("pink", "brown", "babble", "hum", "bursts")
@@ -179,11 +180,20 @@ def render(
             x = _loop(read(t["path"], t["start"], frames), frames)
             out += x / max(_rms(x), 1e-4)
         return out
-    if kind == "hum":
-        t = np.arange(frames) / sample_rate
+    if kind == "hum":  # mains hum: 7 harmonics of random amplitude and phase, and a little pink noise
         f0 = gen.choice([50.0, 60.0]) * gen.uniform(0.99, 1.01)
-        hum = sum(gen.uniform(0.3, 1) / k * np.sin(2 * np.pi * k * f0 * t + gen.uniform(0, 2 * np.pi))
-                  for k in range(1, 8) if k * f0 < sample_rate / 2)  # fmt: skip
+        x = 2 * np.pi * f0 / sample_rate * np.arange(frames)
+        hum = np.zeros(frames)
+        s, c = np.sin(x), np.cos(x)  # sin(k x), cos(k x) for k = 1
+        c1 = c
+        s_prev, c_prev = np.zeros(frames), np.ones(frames)  # k = 0
+        for k in range(1, 8):
+            if k * f0 >= sample_rate / 2:
+                break
+            amplitude, phase = gen.uniform(0.3, 1) / k, gen.uniform(0, 2 * np.pi)
+            hum += amplitude * math.cos(phase) * s + amplitude * math.sin(phase) * c  # a sin(k x + phase)
+            s, s_prev = 2 * c1 * s - s_prev, s  # Chebyshev's recurrence: one sin and cos for all 7
+            c, c_prev = 2 * c1 * c - c_prev, c
         return (hum + 0.05 * coloured(frames, 1, gen)).astype(np.float32)
     if kind == "bursts":
         envelope = np.zeros(frames)
@@ -193,7 +203,7 @@ def render(
             envelope[t : t + on] = gen.uniform(0.3, 1.0)
             t += on + int(gen.uniform(0.1, 0.8) * sample_rate)
         ramp = np.hanning(max(3, int(0.01 * sample_rate)))
-        envelope = np.convolve(envelope, ramp / ramp.sum(), mode="same")
+        envelope = _convolve_same(envelope, ramp / ramp.sum())  # 10-ms ramps
         return (coloured(frames, 1, gen) * envelope + 1e-3 * gen.standard_normal(frames)).astype(np.float32)
     raise DnnsepError(f"unknown synthetic noise kind {kind!r} (known: {', '.join(KINDS)}); rerun prepare")
 
@@ -205,6 +215,14 @@ def coloured(frames: int, exponent: float, gen: np.random.Generator) -> np.ndarr
     f[0] = 1.0
     x = np.fft.irfft(spectrum / f ** (exponent / 2), frames)
     return (x / max(_rms(x), 1e-12)).astype(np.float32)
+
+
+def _convolve_same(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``np.convolve(x, kernel, mode="same")`` by FFT, for ``len(kernel) <= len(x)``.  Shape: (n,) -> (n,)."""
+    size = fast_length(len(x) + len(kernel) - 1)
+    full = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(kernel, size), size)
+    start = (len(kernel) - 1) // 2
+    return full[start : start + len(x)]
 
 
 def scale_to_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -24,19 +24,21 @@ from . import rooms
 from .librispeech import Utterance
 from .lists import FORMAT, SCENE_VERSION, Rng, by_speaker
 
-IR_CACHE = 64  # impulse response sets kept per process (a room bank of an epoch fits)
+IR_CACHE = 64  # impulse response sets kept per process, beyond a room bank's (which fits whole)
 
 
 @dataclass(frozen=True)
 class SceneOptions:
     """What to draw: ``room`` (simulated rooms' ranges) or ``rir_root`` (measured responses, WAVs), and
-    ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture);
+    ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture),
+    each serving ``room_life`` epochs (a new ``1 / room_life`` of the bank every epoch, staggered);
     ``dry_share``: the share of a training set's mixtures left dry and clean (see :meth:`MixtureDataset.scene`)."""
 
     room: rooms.RoomOptions | None = None
     rir_root: str | None = None
     noise: noise_mod.NoiseOptions | None = None
     room_bank: int = 0
+    room_life: int = 1
     dry_share: float = 0.0
 
     def __post_init__(self):
@@ -44,8 +46,19 @@ class SceneOptions:
             raise DnnsepError("rir_root: measured responses replace simulated rooms; give one of them")
         if self.room_bank < 0:
             raise DnnsepError(f"room_bank must not be negative, got {self.room_bank}")
+        if self.room_life < 1:
+            raise DnnsepError(f"room_life must be at least 1 (epochs a bank room serves), got {self.room_life}")
+        if self.room_life > 1 and not self.room_bank:
+            raise DnnsepError(f"room_life {self.room_life}: the rooms of a bank serve epochs; set room_bank too")
         if not 0 <= self.dry_share < 1:
             raise DnnsepError(f"dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
+
+    def _bank(self) -> str:
+        if not self.room_bank:
+            return ""
+        if self.room_life == 1:
+            return f", {self.room_bank} per epoch"
+        return f", a bank of {self.room_bank}, each room serving {self.room_life} epochs"
 
     @property
     def reverb(self) -> bool:
@@ -55,8 +68,7 @@ class SceneOptions:
         """One line for logs, e.g. ``rooms RT60 0.1-0.8 s; noise synthetic (pink, ...) at -5..15 dB``."""
         parts = []
         if self.room is not None:
-            parts.append(f"rooms RT60 {self.room.rt60[0]:g}-{self.room.rt60[1]:g} s"
-                         + (f", {self.room_bank} per epoch" if self.room_bank else ""))  # fmt: skip
+            parts.append(f"rooms RT60 {self.room.rt60[0]:g}-{self.room.rt60[1]:g} s" + self._bank())
         elif self.rir_root is not None:
             parts.append(f"measured responses from {self.rir_root}")
         if self.noise is not None:
@@ -118,7 +130,7 @@ class Scenes:
             else:
                 irs = rooms.simulate(room, self.sample_rate)
             entry = self._irs[key] = (irs, {})
-            if len(self._irs) > IR_CACHE:
+            if len(self._irs) > IR_CACHE + (self.opts.room_bank if self.opts else 0):
                 self._irs.popitem(last=False)
         else:
             self._irs.move_to_end(key)
@@ -183,7 +195,7 @@ def add_scenes(lst: dict[str, Any], opts: SceneOptions, *, root: Path, reverb_ta
 
 
 def options_from_config(cfg: Any) -> SceneOptions | None:
-    """The scene options of a training config (its ``reverb``, ``rt60_*``, ``rir_root``, ``room_bank``,
+    """The scene options of a training config (its ``reverb``, ``rt60_*``, ``rir_root``, ``room_bank``, ``room_life``,
     ``noise``, ``noise_root``, ``snr_*``, ``dry_share`` keys), ``None`` when it asks for neither room nor noise.
 
     The trainer passes them, with ``reverb_target=cfg.reverb_target``, to both of its datasets (the
@@ -202,5 +214,6 @@ def options_from_config(cfg: Any) -> SceneOptions | None:
         rir_root=cfg.rir_root if cfg.reverb == "measured" else None,
         noise=noise,
         room_bank=cfg.room_bank,
+        room_life=cfg.room_life,
         dry_share=cfg.dry_share,
     )

@@ -48,8 +48,8 @@ NOISES = ("none", "synthetic", "files")
 # config without them (an older last.pth) is read with these (never defaults: conf/default.yaml has those).
 ADDED_KEYS = {"speed_perturb": 0.0, "loss_threshold": None, "warmup_steps": 0, "lr_schedule": "plateau",
               "max_minutes": None, "cpu_processes": 1, "lr_clock": "steps", "reverb": "none", "rir_root": None,
-              "rt60_min": 0.1, "rt60_max": 0.8, "reverb_target": "reverberant", "room_bank": 0, "noise": "none",
-              "noise_root": None, "snr_min": -5.0, "snr_max": 15.0, "dry_share": 0.0}  # fmt: skip
+              "rt60_min": 0.1, "rt60_max": 0.8, "reverb_target": "reverberant", "room_bank": 0, "room_life": 1,
+              "noise": "none", "noise_root": None, "snr_min": -5.0, "snr_max": 15.0, "dry_share": 0.0}  # fmt: skip
 PREPARE_KEY = "prepare"  # a config file's section of options for the data preparation (see prepare_args)
 MODEL_KEY = "model"  # a config file's section of the model: its name and options
 CORPUS_KEY = "corpus"  # a config file's section of options for the corpus's data script (see corpus_args)
@@ -85,6 +85,10 @@ class TrainConfig:
         REVERB_TARGETS,
     )
     room_bank: int = _key("rooms simulated per epoch, shared among its mixtures (0: a new room per mixture)")
+    room_life: int = _key(
+        "epochs each room of the bank serves (1: a new bank every epoch; n: a new 1/n of it every epoch, n "
+        "times fewer rooms to simulate)"
+    )
     noise: str = _key(
         "add noise to each training mixture: synthetic (coloured, babble, hum, bursts) or files (noise_root); "
         "none: clean",
@@ -175,7 +179,7 @@ class TrainConfig:
             choices, value = f.metadata["choices"], getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise DnnsepError(f"{source}: {f.name}={value!r} is not one of {', '.join(choices)}")
-        positive = ("n_sources", "batch_size", "epochs", "max_nonfinite", "cpu_processes")
+        positive = ("n_sources", "batch_size", "epochs", "max_nonfinite", "cpu_processes", "room_life")
         non_negative = (
             "num_workers",
             "lr_patience",

@@ -132,8 +132,8 @@ def experiment_dir(cfg: TrainConfig, out_dir: str | os.PathLike) -> Path:
       segment_seconds is set, ``_warm{steps}`` with warmup_steps, ``_cos`` with the cosine schedule and
       ``_t{minutes}m`` with ``lr_clock: time`` (the schedule over a budget of that many minutes);
     - data: ``_room{rt60_min}-{rt60_max}s_{reverb_target}`` with simulated rooms (``_rir_{reverb_target}``
-      with measured ones), ``_bank{n}`` with room_bank, ``_noise-{syn|files}{snr_min}to{snr_max}dB`` with noise,
-      ``_dry{share}`` with dry_share (and a room or noise).
+      with measured ones), ``_bank{n}`` with room_bank (``_bank{n}x{life}`` with room_life),
+      ``_noise-{syn|files}{snr_min}to{snr_max}dB`` with noise, ``_dry{share}`` with dry_share (and a room or noise).
     """
     m = cfg.model_config
     dims, options = m.dir_names()
@@ -150,7 +150,7 @@ def experiment_dir(cfg: TrainConfig, out_dir: str | os.PathLike) -> Path:
     elif cfg.reverb == "measured":
         training += f"_rir_{cfg.reverb_target}"
     if cfg.reverb != "none" and cfg.room_bank:
-        training += f"_bank{cfg.room_bank}"
+        training += f"_bank{cfg.room_bank}" + (f"x{cfg.room_life}" if cfg.room_life > 1 else "")
     if cfg.noise != "none":
         training += f"_noise-{cfg.noise[:3]}{_num(cfg.snr_min)}to{_num(cfg.snr_max)}dB"
     if (cfg.reverb != "none" or cfg.noise != "none") and cfg.dry_share:
