@@ -32,7 +32,7 @@ setup(
         "eval": ["fast_bss_eval>=0.1.3", "pesq>=0.0.4", "pystoi>=0.3"],  # SDR, PESQ, STOI in test.sh
         "export": ["onnx>=1.14", "onnxscript>=0.2", "onnxruntime>=1.16"],
         "hub": ["huggingface_hub>=0.20"],  # hf:OWNER/NAME[@REVISION] model references (dnnsep.hub)
-        "rooms": ["pyroomacoustics>=0.7"],  # simulated rooms (dnnsep.data.rooms)
+        "rooms": ["pyroomacoustics>=0.9"],  # simulated rooms (dnnsep.data.rooms; 0.9: rir_hpf_* constants)
         # everything the test suite exercises (pyaudio needs PortAudio's headers: see README)
         "dev": [
             "pytest>=7",
@@ -46,7 +46,7 @@ setup(
             "onnxscript>=0.2",
             "onnxruntime>=1.16",
             "huggingface_hub>=0.20",
-            "pyroomacoustics>=0.7",
+            "pyroomacoustics>=0.9",
         ],
     },
 )

@@ -6,7 +6,7 @@ Builds a synthetic corpus and 1-s training lists (mini.yaml's segment) in a temp
 times, in one process and one thread (as each of mini.yaml's two CPU processes runs), the items of
 ``steps`` steps of 2 mixtures each (its batch of 4 shared by 2 processes) under dynamic mixing with
 speed perturbation: dry and clean, then in simulated rooms (RT60 0.1-0.8 s, direct-path targets) with
-synthetic noise, once per ``--bank`` (rooms simulated per epoch, 0: one per mixture), ``--room_life``
+synthetic noise, once per ``--bank`` (rooms shared by an epoch's mixtures, 0: one per mixture), ``--room_life``
 (epochs each bank room serves; keys ``..._bank{n}x{life}`` above 1) and ``--dry_share`` (the share of
 mixtures left dry and clean; keys ``..._dry{share}``).  conf/mini_noisy_reverb.yaml has a bank of 64, each
 room serving 4 epochs, and half the mixtures dry: ``slowdown_bank64x4_dry0.5``.  The epochs timed follow
@@ -115,7 +115,7 @@ def bench_rooms(
 
 def _settings(banks: list[int], lives: list[int], shares: list[float]) -> list[tuple[int, int, float]]:
     """(bank, life, share) to time: a room life only with a bank."""
-    return [(b, life, s) for b, life, s in itertools.product(banks, lives, shares) if b or life == 1]
+    return sorted({(b, life if b else 1, s) for b, life, s in itertools.product(banks, lives, shares)})
 
 
 def _tag(bank: int, life: int, share: float) -> str:

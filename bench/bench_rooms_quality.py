@@ -4,21 +4,22 @@
 
 For each training seed, two whole main jobs (``utils/run_main_job.sh``, the same 13-minute budget on
 the CPU): ``conf/mini.yaml`` (clean, anechoic mixtures) and ``conf/mini_noisy_reverb.yaml``
-(simulated rooms, RT60 0.1-0.8 s, direct-path targets, synthetic noise at -5 to +15 dB, a new room
-bank every epoch, half of the mixtures left dry and clean: ``dry_share``).  Each job tests its model on
-its own test list; then each model is scored on
-the other's too, so both models meet both lists: the clean list, and the noisy-reverberant one,
-whose rooms and noise are drawn for the test list and never trained on, with one reference for both
-models: each voice's direct path and early reflections (``--reverb_target direct``).  The JSON holds every
-figure, the mean and spread over seeds, the CPU, and the issue's two checks: the noisy-reverberant
-model at least 3 dB above the clean one on the noisy-reverberant list, and within 1 dB of it on the
-clean list.  ``--add``: run more seeds and add them to the runs already in ``--out`` (refused if that
-file was made on another CPU).  ``--tiny``: a few seconds of training per job (the tests run it).
+(simulated rooms, RT60 0.1-0.8 s, direct-path targets, synthetic noise at -5 to +15 dB, a bank of 64
+rooms of which 16 are new every epoch, half of the mixtures left dry and clean: ``dry_share``).  Each
+job tests its model on its own test list; then each model is scored on the other's too, so both models
+meet both lists: the clean list, and the noisy-reverberant one, whose rooms and noise are drawn for the
+test list and never trained on, with one reference for both models: each voice's direct path and early
+reflections (``--reverb_target direct``). The JSON holds every figure, the mean and spread over seeds,
+the CPU, and the issue's two checks: the noisy-reverberant model at least 3 dB above the clean one on
+the noisy-reverberant list, and within 1 dB of it on the clean list.  ``--add``: run more seeds and add
+them to the runs already in ``--out`` (refused if that file was made on another CPU).  ``--tiny``: a few
+seconds of training per job (the tests run it).
 
 ``bench/results/rooms_quality.json`` was measured with both configs as they are: chunks side by side
-(``hop_size: 50``) and AdamW with weight decay 5e-2.  ``rooms_quality_adam_hop25.json`` holds the
-earlier runs, both jobs with half-overlapping chunks and Adam without decay (and
-``rooms_quality_all_wet.json`` the ones before, every training mixture wet).
+(``hop_size: 50``), AdamW with weight decay 5e-2, and each bank room serving 4 epochs (``room_life: 4``).
+``rooms_quality_room_life1.json`` holds the runs before, a new bank every epoch;
+``rooms_quality_adam_hop25.json`` the ones before, both jobs with half-overlapping chunks and Adam
+without decay (and ``rooms_quality_all_wet.json`` the first, every training mixture wet).
 """
 
 from __future__ import annotations

@@ -59,6 +59,28 @@ def test_hum_is_mains_frequency_and_harmonics():
     assert 49 < f < 51 or 59 < f < 61
 
 
+@pytest.mark.parametrize("sample_rate", [SR, 400])  # at 400 Hz, harmonics from 200 Hz up are left out
+def test_hum_is_its_harmonics_summed_as_written(sample_rate):
+    """The recurrence that makes hum fast gives the sum of sines it stands for, with the same draws."""
+    x = noise.render({"kind": "hum", "seed": 7, "snr_db": 0}, 3 * sample_rate, sample_rate, _talker)
+    gen = np.random.default_rng(7)
+    t = np.arange(3 * sample_rate) / sample_rate
+    f0 = gen.choice([50.0, 60.0]) * gen.uniform(0.99, 1.01)
+    want = np.zeros(len(t))
+    for k in range(1, 8):
+        if k * f0 < sample_rate / 2:
+            want += gen.uniform(0.3, 1) / k * np.sin(2 * np.pi * k * f0 * t + gen.uniform(0, 2 * np.pi))
+    want += 0.05 * noise.coloured(len(t), 1, gen)
+    np.testing.assert_allclose(x, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, k", [(1000, 160), (1001, 161), (300, 2), (300, 3), (5, 5)])
+def test_fft_smoothing_matches_numpy_convolve(n, k):
+    rng = np.random.default_rng(n + k)
+    x, kernel = rng.standard_normal(n), rng.random(k)
+    np.testing.assert_allclose(noise._convolve_same(x, kernel), np.convolve(x, kernel, mode="same"), atol=1e-9)
+
+
 def test_noise_files_are_split_by_folders_or_by_hash(tmp_path):
     tone = np.zeros(400, dtype=np.float32)
     for split in ("tr", "cv", "tt"):

@@ -89,6 +89,41 @@ def test_fft_convolution_matches_numpy():
     np.testing.assert_allclose(rooms.convolve(x, h, 1299), np.convolve(x, h), atol=1e-4)
 
 
+def test_reverberated_sources_are_the_convolution_at_the_dry_level():
+    h = rooms.simulate(rooms.draw_room(Rng("conv"), 2, rooms.RoomOptions(rt60=(0.3, 0.3))), SR)
+    x = np.random.default_rng(2).standard_normal((2, SR)).astype(np.float32)
+    wet, target = rooms.reverberate(x, h, target="reverberant", sample_rate=SR)
+    for k in range(2):
+        want = np.convolve(x[k].astype(np.float64), h[k].astype(np.float64))[:SR]
+        want *= np.sqrt(np.mean(x[k].astype(np.float64) ** 2) / np.mean(want**2))
+        np.testing.assert_allclose(wet[k], want, atol=1e-5 * np.abs(want).max())
+    assert wet.dtype == np.float32 and np.array_equal(wet, target)
+
+
+def test_responses_keep_pyroomacoustics_high_pass_filter_and_its_switch():
+    import pyroomacoustics as pra
+
+    room = rooms.draw_room(Rng("hpf"), 2, rooms.RoomOptions())
+
+    def shoebox():
+        sim = pra.ShoeBox(room["size"], fs=SR, materials=pra.Material(0.4), max_order=3, air_absorption=False)
+        for s in room["sources"]:
+            sim.add_source(s)
+        sim.add_microphone(room["mic"])
+        return sim
+
+    theirs = shoebox()
+    theirs.compute_rir()  # filtered as pyroomacoustics does it, the filter designed in the call
+    for _ in range(2):  # the second from the cached design
+        ours = rooms._compute_rir(pra, shoebox(), SR)
+        assert all(np.array_equal(a, b) for a, b in zip(theirs.rir[0], ours)) and len(ours) == 2
+    broken = shoebox()
+    broken.compute_rir = lambda: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        rooms._compute_rir(pra, broken, SR)
+    assert pra.constants.get("rir_hpf_enable") is True  # switched back on
+
+
 def test_measured_responses_from_a_folder(tmp_path):
     h = np.zeros(4000, dtype=np.float32)
     h[10], h[400] = 1.0, 0.5

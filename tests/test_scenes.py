@@ -17,6 +17,7 @@ from corpus import tiny_corpus
 
 from dnnsep.bin import prepare
 from dnnsep.data import MixtureDataset, list_path
+from dnnsep.data.lists import Rng
 from dnnsep.data.noise import NoiseOptions
 from dnnsep.data.rooms import RoomOptions
 from dnnsep.data.scene import SceneOptions, options_from_config
@@ -104,8 +105,9 @@ def test_a_room_bank_shares_rooms_within_an_epoch_and_renews_them_each_epoch(noi
 
 
 def test_a_room_life_renews_a_share_of_the_bank_each_epoch_and_simulates_each_room_once(noisy, monkeypatch):
-    from dnnsep.data import rooms
+    from dnnsep.data import rooms, scene
 
+    monkeypatch.setattr(scene, "IR_CACHE", 2)  # the cache must keep the whole bank beyond it
     simulated = []
     simulate = rooms.simulate
     monkeypatch.setattr(rooms, "simulate", lambda room, sr: simulated.append(room) or simulate(room, sr))
@@ -130,6 +132,10 @@ def test_a_room_life_renews_a_share_of_the_bank_each_epoch_and_simulates_each_ro
     assert {json.dumps(again.scene(i)["room"], sort_keys=True) for i in range(len(again))} == seen[5]
     with pytest.raises(DnnsepError, match="room_life 2: .* set room_bank too"):
         SceneOptions(room=SMALL, room_life=2)
+    once = MixtureDataset(list_path(noisy, 2, "train"), dynamic_mixing=True, seed=0, scene=SceneOptions(room=SMALL,
+                          room_bank=4))  # fmt: skip
+    slot = Rng("scene train 0 3 0 bank").below(4)
+    assert once._bank_key("scene train 0 3 0", 3) == f"room train 0 3 {slot}"  # as before room_life: same rooms
     with pytest.raises(DnnsepError, match="room_life must be at least 1"):
         SceneOptions(room=SMALL, room_bank=4, room_life=0)
 
@@ -221,6 +227,7 @@ def test_config_options_tags_and_old_configs(tmp_path):
         (dict(dry_share=1.0), r"dry_share must be in \[0, 1\)"),
         (dict(dry_share=-0.1), "dry_share"),
         (dict(room_life=0), "room_life must be at least 1"),
+        (dict(reverb="rooms", room_life=2), "room_life 2: .* set room_bank too"),
     ):
         with pytest.raises(DnnsepError, match=match) as err:
             base.replace(**change)

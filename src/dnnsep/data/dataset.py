@@ -22,7 +22,8 @@ A mixture may sit in a room and in noise (:mod:`dnnsep.data.scene`): then ``mixt
 the reverberant sources plus noise, and ``sources`` are the targets (``reverb_target``).  A list's
 mixtures that carry a ``"scene"`` (written by ``prepare --reverb/--noise``) keep it; with ``scene``
 options, the others (and every item under dynamic mixing) draw one from a generator seeded with
-``(split, seed, epoch, index)`` (epoch 0 without dynamic mixing).  A ``dry_share`` in the options leaves
+``(split, seed, epoch, index)`` (epoch 0 without dynamic mixing), the room from its bank's slot when the
+options have a ``room_bank`` (:meth:`MixtureDataset._bank_key`).  A ``dry_share`` in the options leaves
 that share of the items dry and clean, a stored scene too (the trainer gives its validation set none).
 """
 

@@ -190,10 +190,11 @@ def render(
         for k in range(1, 8):
             if k * f0 >= sample_rate / 2:
                 break
+            if k > 1:  # Chebyshev's recurrence: one sin and cos for all 7
+                s, s_prev = 2 * c1 * s - s_prev, s
+                c, c_prev = 2 * c1 * c - c_prev, c
             amplitude, phase = gen.uniform(0.3, 1) / k, gen.uniform(0, 2 * np.pi)
             hum += amplitude * math.cos(phase) * s + amplitude * math.sin(phase) * c  # a sin(k x + phase)
-            s, s_prev = 2 * c1 * s - s_prev, s  # Chebyshev's recurrence: one sin and cos for all 7
-            c, c_prev = 2 * c1 * c - c_prev, c
         return (hum + 0.05 * coloured(frames, 1, gen)).astype(np.float32)
     if kind == "bursts":
         envelope = np.zeros(frames)

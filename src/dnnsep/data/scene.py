@@ -30,8 +30,8 @@ IR_CACHE = 64  # impulse response sets kept per process, beyond a room bank's (w
 @dataclass(frozen=True)
 class SceneOptions:
     """What to draw: ``room`` (simulated rooms' ranges) or ``rir_root`` (measured responses, WAVs), and
-    ``noise``; ``room_bank``: rooms simulated per epoch, shared out among its mixtures (0: one per mixture),
-    each serving ``room_life`` epochs (a new ``1 / room_life`` of the bank every epoch, staggered);
+    ``noise``; ``room_bank``: rooms shared out among an epoch's mixtures (0: one per mixture), each serving
+    ``room_life`` epochs (a new ``1 / room_life`` of the bank every epoch, staggered);
     ``dry_share``: the share of a training set's mixtures left dry and clean (see :meth:`MixtureDataset.scene`)."""
 
     room: rooms.RoomOptions | None = None
@@ -48,7 +48,7 @@ class SceneOptions:
             raise DnnsepError(f"room_bank must not be negative, got {self.room_bank}")
         if self.room_life < 1:
             raise DnnsepError(f"room_life must be at least 1 (epochs a bank room serves), got {self.room_life}")
-        if self.room_life > 1 and not self.room_bank:
+        if self.room_life > 1 and not self.room_bank and self.reverb:
             raise DnnsepError(f"room_life {self.room_life}: the rooms of a bank serve epochs; set room_bank too")
         if not 0 <= self.dry_share < 1:
             raise DnnsepError(f"dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
@@ -130,11 +130,15 @@ class Scenes:
             else:
                 irs = rooms.simulate(room, self.sample_rate)
             entry = self._irs[key] = (irs, {})
-            if len(self._irs) > IR_CACHE + (self.opts.room_bank if self.opts else 0):
+            if len(self._irs) > IR_CACHE + self._bank_kept():
                 self._irs.popitem(last=False)
         else:
             self._irs.move_to_end(key)
         return entry
+
+    def _bank_kept(self) -> int:
+        """Room sets kept beyond :data:`IR_CACHE`: a whole bank whose rooms serve several epochs."""
+        return self.opts.room_bank if self.opts is not None and self.opts.room_life > 1 else 0
 
     def apply(self, scene: dict[str, Any], dry: np.ndarray, *, target: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mixture, targets)`` of the dry sources in ``scene``.

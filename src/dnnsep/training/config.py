@@ -84,7 +84,7 @@ class TrainConfig:
         "path plus 50 ms of early reflections, as WHAMR!'s)",
         REVERB_TARGETS,
     )
-    room_bank: int = _key("rooms simulated per epoch, shared among its mixtures (0: a new room per mixture)")
+    room_bank: int = _key("rooms shared among an epoch's mixtures (0: a new room per mixture)")
     room_life: int = _key(
         "epochs each room of the bank serves (1: a new bank every epoch; n: a new 1/n of it every epoch, n "
         "times fewer rooms to simulate)"
@@ -211,6 +211,10 @@ class TrainConfig:
             raise DnnsepError(f"{source}: speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
         if not 0 <= self.dry_share < 1:
             raise DnnsepError(f"{source}: dry_share must be in [0, 1) (a share of the mixtures), got {self.dry_share}")
+        if self.room_life > 1 and not self.room_bank and self.reverb != "none":
+            raise DnnsepError(
+                f"{source}: room_life {self.room_life}: the rooms of a bank serve epochs; set room_bank too"
+            )
         if not 0 < self.rt60_min <= self.rt60_max:
             raise DnnsepError(
                 f"{source}: need 0 < rt60_min <= rt60_max (seconds), got {self.rt60_min} and {self.rt60_max}"

@@ -151,7 +151,7 @@ def make_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
                 **scene,
             )
         else:  # validation: every mixture as its list has it, or in a room and noise (never a dry share)
-            opts = scene["scene"] and dataclasses.replace(scene["scene"], dry_share=0.0)
+            opts = scene["scene"] and dataclasses.replace(scene["scene"], dry_share=0.0, room_life=1)
             data = MixtureDataset(path, scene=opts, reverb_target=cfg.reverb_target)
         if data.sample_rate != cfg.sample_rate or data.n_sources != cfg.n_sources:
             raise DnnsepError(
