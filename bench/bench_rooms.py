@@ -10,7 +10,7 @@ synthetic noise, once per ``--bank`` (rooms shared by an epoch's mixtures, 0: on
 (epochs each bank room serves; keys ``..._bank{n}x{life}`` above 1) and ``--dry_share`` (the share of
 mixtures left dry and clean; keys ``..._dry{share}``).  conf/mini_noisy_reverb.yaml has a bank of 64, each
 room serving 4 epochs, and half the mixtures dry: ``slowdown_bank64x4_dry0.5``.  The epochs timed follow
-one untimed epoch, as the job's ~120 epochs do (its first epoch simulates a whole bank; later ones renew
+one untimed epoch, as the job's hundred-odd epochs do (its first epoch simulates a whole bank; later ones renew
 a ``1 / room_life`` of it).
 A training step of conf/mini_noisy_reverb.yaml's DPRNN on the same batch is timed too, so the figure that matters is
 ``slowdown``: the extra data time over (clean data + step).  ``--tiny``: a few steps of a tiny model.
