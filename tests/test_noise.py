@@ -74,11 +74,18 @@ def test_hum_is_its_harmonics_summed_as_written(sample_rate):
     np.testing.assert_allclose(x, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("n, k", [(1000, 160), (1001, 161), (300, 2), (300, 3), (5, 5)])
-def test_fft_smoothing_matches_numpy_convolve(n, k):
-    rng = np.random.default_rng(n + k)
-    x, kernel = rng.standard_normal(n), rng.random(k)
-    np.testing.assert_allclose(noise._convolve_same(x, kernel), np.convolve(x, kernel, mode="same"), atol=1e-9)
+def test_bursts_are_noise_under_an_envelope_with_10_ms_ramps():
+    x = noise.render({"kind": "bursts", "seed": 3, "snr_db": 0}, SR * 4, SR, _talker)
+    gen = np.random.default_rng(3)
+    envelope, t = np.zeros(SR * 4), 0
+    while t < len(envelope):  # the same draws as render's
+        on = int(gen.uniform(0.05, 0.4) * SR)
+        envelope[t : t + on] = gen.uniform(0.3, 1.0)
+        t += on + int(gen.uniform(0.1, 0.8) * SR)
+    ramp = np.hanning(int(0.01 * SR))
+    envelope = np.convolve(envelope, ramp / ramp.sum(), mode="same")
+    want = noise.coloured(len(envelope), 1, gen) * envelope + 1e-3 * gen.standard_normal(len(envelope))
+    np.testing.assert_allclose(x, want, atol=1e-5)
 
 
 def test_noise_files_are_split_by_folders_or_by_hash(tmp_path):

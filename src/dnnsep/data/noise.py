@@ -43,7 +43,7 @@ from ..errors import DnnsepError
 from .download import download, fetch_text, parse_md5sum, verify_md5
 from .librispeech import Utterance
 from .lists import Rng
-from .rooms import fast_length
+from .rooms import convolve
 
 SOURCES = ("synthetic", "files")
 KINDS = ("pink", "brown", "babble", "hum", "bursts")
@@ -204,7 +204,8 @@ def render(
             envelope[t : t + on] = gen.uniform(0.3, 1.0)
             t += on + int(gen.uniform(0.1, 0.8) * sample_rate)
         ramp = np.hanning(max(3, int(0.01 * sample_rate)))
-        envelope = _convolve_same(envelope, ramp / ramp.sum())  # 10-ms ramps
+        half = (len(ramp) - 1) // 2  # 10-ms ramps: np.convolve(envelope, ramp, mode="same"), by FFT
+        envelope = convolve(envelope, ramp / ramp.sum(), frames + half)[half:]
         return (coloured(frames, 1, gen) * envelope + 1e-3 * gen.standard_normal(frames)).astype(np.float32)
     raise DnnsepError(f"unknown synthetic noise kind {kind!r} (known: {', '.join(KINDS)}); rerun prepare")
 
@@ -216,14 +217,6 @@ def coloured(frames: int, exponent: float, gen: np.random.Generator) -> np.ndarr
     f[0] = 1.0
     x = np.fft.irfft(spectrum / f ** (exponent / 2), frames)
     return (x / max(_rms(x), 1e-12)).astype(np.float32)
-
-
-def _convolve_same(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``np.convolve(x, kernel, mode="same")`` by FFT, for ``len(kernel) <= len(x)``.  Shape: (n,) -> (n,)."""
-    size = fast_length(len(x) + len(kernel) - 1)
-    full = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(kernel, size), size)
-    start = (len(kernel) - 1) // 2
-    return full[start : start + len(x)]
 
 
 def scale_to_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
