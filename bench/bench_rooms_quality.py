@@ -15,6 +15,13 @@ the noisy-reverberant list, and within 1 dB of it on the clean list.  ``--add``:
 them to the runs already in ``--out`` (refused if that file was made on another CPU).  ``--tiny``: a few
 seconds of training per job (the tests run it).
 
+Levers are chosen on other lists: ``--select SEED`` scores both models on selection lists instead, the jobs'
+test voices with new sentences, pitches and speeds (content seed ``SEED``), clean and in rooms with noise drawn
+for that seed; ``--reuse`` scores jobs already in ``--work`` again instead of running them (a lever's
+noisy-reverberant job beside the clean job of an earlier run, say):
+
+    python bench/bench_rooms_quality.py --seeds 111 --select 2028 --reuse --work W --out rooms_select_X.json
+
 ``bench/results/rooms_quality.json`` was measured with both configs as they are: chunks side by side
 (``hop_size: 50``), AdamW with weight decay 5e-2, and each bank room serving 4 epochs (``room_life: 4``).
 ``rooms_quality_room_life1.json`` holds the runs before, a new bank every epoch;
@@ -32,10 +39,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from main_job import ISA_ENV, ROOT, TINY_YAML, cpu, run_job, score, spread
+from main_job import ISA_ENV, ROOT, TINY_YAML, cpu, job_figures, report_list, run_job, score, spread
 
 CONFIGS = {"clean": "conf/mini.yaml", "noisy_reverb": "conf/mini_noisy_reverb.yaml"}
 NOISE_AND_ROOMS = "  reverb: rooms\n  rt60: [0.1, 0.8]\n  reverb_target: direct\n  noise: synthetic\n  snr: [-5, 15]\n"
+ROOMS_AND_NOISE = ["--reverb", "rooms", "--rt60", "0.1", "0.8", "--reverb_target", "direct", "--noise", "synthetic",
+                   "--snr", "-5", "15"]  # fmt: skip  # the noisy-reverberant recipe's test conditions
+
+
+def selection_lists(folder: Path, env: dict, *, seed: int, tiny: bool) -> dict[str, Path]:
+    """Lists to choose a lever on: the jobs' test voices with new sentences, pitches and speeds (content ``seed``),
+    mixed clean and, with rooms and noise drawn for ``seed``, noisy and reverberant (never a job's test list)."""
+    clean = report_list(folder / "clean", env, report_seed=seed, tiny=tiny)
+    corpus = folder / "clean" / "corpus"
+    rooms = report_list(folder / "noisy_reverb", env, report_seed=seed, tiny=tiny, corpus=corpus,
+                        prepare=ROOMS_AND_NOISE)  # fmt: skip
+    return {"clean": clean, "noisy_reverb": rooms}
 
 
 def main(argv=None) -> int:
@@ -48,11 +67,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--add", action="store_true", help="add these seeds' runs to those already in --out (same CPU and settings)"
     )
+    parser.add_argument(
+        "--select", type=int, metavar="SEED", help="score on selection lists drawn with this content seed instead of "
+        "the jobs' own test lists: the figures to choose a lever on (the test lists are for reporting)"
+    )  # fmt: skip
+    parser.add_argument("--reuse", action="store_true", help="jobs already done in --work (a job.log and a best.pth) "
+                        "are scored again, not run again (a lever's job beside an earlier clean job, say)")  # fmt: skip
     args = parser.parse_args(argv)
     earlier: list[dict] = []
     if args.add and Path(args.out).is_file():
         before = json.loads(Path(args.out).read_text())
-        if before["cpu"] != cpu() or before["isa"] != args.isa or before["tiny"] != args.tiny:
+        if before["cpu"] != cpu() or any(before.get(k) != getattr(args, k) for k in ("isa", "tiny", "select")):
             raise SystemExit(f"{args.out}: made on another CPU or with other settings; not adding to it")
         earlier = before["runs"]
         if {r["seed"] for r in earlier} & set(args.seeds):
@@ -71,21 +96,31 @@ def main(argv=None) -> int:
             for name, text in (("clean", clean), ("noisy_reverb", noisy)):
                 (work / f"{name}.yaml").write_text(text)
                 configs[name] = ["--config", str(work / f"{name}.yaml")]
+        select = (
+            selection_lists(work / f"select{args.select}", env, seed=args.select, tiny=args.tiny)
+            if (args.select is not None)
+            else None
+        )
         runs = []
         for seed in args.seeds:
             run = {"seed": seed}
             for name, extra in configs.items():
-                print(f"rooms_quality: seed {seed}, {name}", flush=True)
-                run[name] = run_job(seed, work / f"seed{seed}-{name}", env, extra)
-                exp = work / f"seed{seed}-{name}" / run[name]["experiment"]
-                own = json.loads(next(exp.glob("eval/*/summary.json")).read_text())
+                job = work / f"seed{seed}-{name}"
+                if args.reuse and (job / "job.log").is_file() and any(job.rglob("model/best.pth")):
+                    print(f"rooms_quality: seed {seed}, {name}: the job in {job}", flush=True)
+                    run[name] = {**job_figures(seed, job), "reused": True}
+                else:
+                    print(f"rooms_quality: seed {seed}, {name}", flush=True)
+                    run[name] = run_job(seed, job, env, extra)
+                own = json.loads(next((job / run[name]["experiment"]).glob("eval/*/summary.json")).read_text())
                 run[name]["test_list"] = own["list"]
-            lists = {
+            lists = select or {
                 name: Path(run[name]["test_list"]).parents[1] for name in configs
             }  # <dataset_dir>/<n>mix/test.json
             for model in configs:
                 for test, dataset in lists.items():
-                    out = work / f"seed{seed}-{model}-on-{test}"
+                    suffix = "" if select is None else f"-select{args.select}"
+                    out = work / f"seed{seed}-{model}-on-{test}{suffix}"
                     # one reference for both models: the direct path (the noisy-reverberant recipe's target)
                     run[f"{model}_on_{test}"] = score(
                         run[model]["best"], dataset, out, env, "--reverb_target", "direct"
@@ -109,6 +144,8 @@ def main(argv=None) -> int:
         "cpu": cpu(),
         "isa": args.isa,
         "tiny": args.tiny,
+        "select": args.select,
+        "lists": "the jobs' own test lists" if args.select is None else f"selection lists, content seed {args.select}",
         "seeds": [r["seed"] for r in runs],
         "si_sdri": table,
         "noisy_reverb_gain_on_noisy_reverb_db": spread(gain),

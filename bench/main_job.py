@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,13 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = 
     (out / "job.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"main_job: the job with seed {seed} failed; see {out / 'job.log'}")
+    figures = job_figures(seed, out)
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # before and after: 2 = busy
+    return {**figures, "total_s": round(total, 1), "load_average_1min": load}
+
+
+def job_figures(seed: int, out: Path) -> dict:
+    """What a finished job in ``out`` wrote: its experiment, epochs, epoch times, own test figures, best.pth."""
     best = next(out.rglob("model/best.pth"))
     exp = best.parent.parent
     own = json.loads(next(exp.glob("eval/*/summary.json")).read_text())
@@ -110,8 +118,6 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = 
     return {
         "seed": seed,
         "experiment": str(exp.relative_to(out)),
-        "total_s": round(total, 1),
-        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before and after: 2 = busy
         "epochs": len(rows),
         "epoch_s": {"median": round(statistics.median(seconds), 2), "min": min(seconds), "max": max(seconds)}
         if seconds
@@ -125,24 +131,36 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = 
 HELD_OUT = "festival"  # the engine no recipe trains on (dnnsep.data.tts.AUTO)
 
 
-def report_list(folder: Path, env: dict, *, report_seed: int, tiny: bool, held_out: bool = False) -> Path:
+def report_list(
+    folder: Path,
+    env: dict,
+    *,
+    report_seed: int,
+    tiny: bool,
+    held_out: bool = False,
+    corpus: Path | None = None,
+    prepare: Sequence[str] = (),
+) -> Path:
     """The report test list: the job's corpus recipe's test subset, new voices and sentences (``report_seed``);
-    ``held_out``: the voices of the held-out engine instead (all of them, less those the training engines voice)."""
-    corpus = folder / "corpus"
+    ``held_out``: the voices of the held-out engine instead (all of them, less those the training engines voice).
+    ``corpus``: one made before with the same seed (not made again); ``prepare``: more options of prepare (rooms
+    and noise, say)."""
     speakers, utts, n_test = ("4", "2", "4") if tiny else ("200", "2", "100")
     python = env.get("PYTHON", sys.executable)
-    if held_out:
-        voices = ["--subsets", "test-clean", "--engine", HELD_OUT, "--avoid", "espeak", "flite"]
-    else:
-        voices = ["--subsets", "dev-clean", "test-clean", "--only", "test-clean"]
-    subprocess.run([python, "-m", "dnnsep.bin.make_corpus", str(corpus), *voices, "--content_seed", str(report_seed),
-                    "--n_speakers", speakers, "--utts_per_speaker", utts, "--seconds", "4", "6", "--quiet"],
-                   check=True, env=env)  # fmt: skip
+    if corpus is None:
+        corpus = folder / "corpus"
+        if held_out:
+            voices = ["--subsets", "test-clean", "--engine", HELD_OUT, "--avoid", "espeak", "flite"]
+        else:
+            voices = ["--subsets", "dev-clean", "test-clean", "--only", "test-clean"]
+        subprocess.run([python, "-m", "dnnsep.bin.make_corpus", str(corpus), *voices, "--content_seed",
+                        str(report_seed), "--n_speakers", speakers, "--utts_per_speaker", utts, "--seconds", "4", "6",
+                        "--quiet"], check=True, env=env)  # fmt: skip
     lists = folder / "lists"
     subprocess.run([python, "-m", "dnnsep.bin.prepare", str(lists), "2", "--librispeech_root",
                     str(corpus / "LibriSpeech"), "--subsets", "test-clean", "test-clean", "test-clean",
                     "--n_train", "2", "--n_valid", "2", "--n_test", n_test, "--eval_segment",
-                    "1.0" if tiny else "full", "--seed", str(report_seed), "--no_progress"],
+                    "1.0" if tiny else "full", "--seed", str(report_seed), "--no_progress", *prepare],
                    check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     return lists
 

@@ -245,7 +245,7 @@ def test_recipe_configs_load_with_their_options():
                 True,
             )
             assert cfg.model["name"] == model
-            assert cfg.dry_share == (0.5 if name == "mini_noisy_reverb" else 0.0)
+            assert cfg.dry_share == (0.75 if name == "mini_noisy_reverb" else 0.0)
 
 
 def test_the_noisy_reverberant_main_job_differs_from_the_clean_one_in_its_data_alone():
