@@ -1,6 +1,6 @@
 """What rooms and noise cost a training step: data time per step with and without them, at the mini config.
 
-    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--room_life 1 4] [--dry_share 0 0.5] [--out F] [--tiny]
+    python bench/bench_rooms.py [--steps 60] [--bank 0 64] [--room_life 1 4] [--dry_share 0 0.75] [--out F] [--tiny]
 
 Builds a synthetic corpus and 1-s training lists (mini.yaml's segment) in a temporary folder, then
 times, in one process and one thread (as each of mini.yaml's two CPU processes runs), the items of
@@ -9,7 +9,7 @@ speed perturbation: dry and clean, then in simulated rooms (RT60 0.1-0.8 s, dire
 synthetic noise, once per ``--bank`` (rooms shared by an epoch's mixtures, 0: one per mixture), ``--room_life``
 (epochs each bank room serves; keys ``..._bank{n}x{life}`` above 1) and ``--dry_share`` (the share of
 mixtures left dry and clean; keys ``..._dry{share}``).  conf/mini_noisy_reverb.yaml has a bank of 64, each
-room serving 4 epochs, and half the mixtures dry: ``slowdown_bank64x4_dry0.5``.  The epochs timed follow
+room serving 4 epochs, and three quarters of the mixtures dry: ``slowdown_bank64x4_dry0.75``.  The epochs timed follow
 one untimed epoch, as the job's hundred-odd epochs do (its first epoch simulates a whole bank; later ones renew
 a ``1 / room_life`` of it).
 A training step of conf/mini_noisy_reverb.yaml's DPRNN on the same batch is timed too, so the figure that matters is
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="steps timed per epoch (2 mixtures each)")
     parser.add_argument("--bank", type=int, nargs="+", default=[0, 64], help="room_bank values to time")
     parser.add_argument("--room_life", type=int, nargs="+", default=[1, 4], help="room_life values (with a bank)")
-    parser.add_argument("--dry_share", type=float, nargs="+", default=[0.0, 0.5], help="dry_share values to time")
+    parser.add_argument("--dry_share", type=float, nargs="+", default=[0.0, 0.75], help="dry_share values to time")
     parser.add_argument("--tiny", action="store_true", help="a few steps of a tiny model (a smoke test)")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)

@@ -1,11 +1,12 @@
 """Clean-trained against noisy-reverberant-trained: the mini DPRNN, each on a clean and on a noisy-reverberant test.
 
     python bench/bench_rooms_quality.py [--seeds 111 112 113] [--out bench/results/rooms_quality.json] [--add] [--tiny]
+                                        [--work DIR] [--lists_seed SEED] [--reuse]
 
 For each training seed, two whole main jobs (``utils/run_main_job.sh``, the same 13-minute budget on
 the CPU): ``conf/mini.yaml`` (clean, anechoic mixtures) and ``conf/mini_noisy_reverb.yaml``
 (simulated rooms, RT60 0.1-0.8 s, direct-path targets, synthetic noise at -5 to +15 dB, a bank of 64
-rooms of which 16 are new every epoch, half of the mixtures left dry and clean: ``dry_share``).  Each
+rooms of which 16 are new every epoch, three quarters of the mixtures left dry and clean: ``dry_share``).  Each
 job tests its model on its own test list; then each model is scored on the other's too, so both models
 meet both lists: the clean list, and the noisy-reverberant one, whose rooms and noise are drawn for the
 test list and never trained on, with one reference for both models: each voice's direct path and early
@@ -15,16 +16,20 @@ the noisy-reverberant list, and within 1 dB of it on the clean list.  ``--add``:
 them to the runs already in ``--out`` (refused if that file was made on another CPU).  ``--tiny``: a few
 seconds of training per job (the tests run it).
 
-Levers are chosen on other lists: ``--select SEED`` scores both models on selection lists instead, the jobs'
-test voices with new sentences, pitches and speeds (content seed ``SEED``), clean and in rooms with noise drawn
-for that seed; ``--reuse`` scores jobs already in ``--work`` again instead of running them (a lever's
-noisy-reverberant job beside the clean job of an earlier run, say):
+``--lists_seed SEED`` scores both models on other lists instead: the jobs' test voices with new sentences,
+pitches and speeds (content seed ``SEED``, as main_job.py's report list), clean and in rooms with noise drawn
+for that seed.  Levers are chosen on seed 2028's (the selection lists); 2027's are main_job.py's report seed.
+``--reuse`` scores jobs already in ``--work`` again instead of running them (a lever's noisy-reverberant job
+beside the clean job of an earlier run, or an earlier run's jobs on other lists):
 
-    python bench/bench_rooms_quality.py --seeds 111 --select 2028 --reuse --work W --out rooms_select_X.json
+    python bench/bench_rooms_quality.py --seeds 111 --lists_seed 2028 --reuse --work W --out rooms_select_X.json
 
 ``bench/results/rooms_quality.json`` was measured with both configs as they are: chunks side by side
-(``hop_size: 50``), AdamW with weight decay 5e-2, and each bank room serving 4 epochs (``room_life: 4``).
-``rooms_quality_room_life1.json`` holds the runs before, a new bank every epoch;
+(``hop_size: 50``), AdamW with weight decay 5e-2, each bank room serving 4 epochs (``room_life: 4``) and three
+quarters of the noisy job's mixtures dry (``dry_share: 0.75``); ``rooms_quality_lists2027.json`` scores its
+jobs on new lists (``--lists_seed 2027 --reuse``), and ``rooms_select_dry0.5.json`` / ``rooms_select_dry0.75.json``
+are the selection figures the dry share was chosen on.  ``rooms_quality_dry0.5.json`` holds the runs before,
+half of the mixtures dry; ``rooms_quality_room_life1.json`` the ones before, a new bank every epoch;
 ``rooms_quality_adam_hop25.json`` the ones before, both jobs with half-overlapping chunks and Adam
 without decay (and ``rooms_quality_all_wet.json`` the first, every training mixture wet).
 """
@@ -47,9 +52,9 @@ ROOMS_AND_NOISE = ["--reverb", "rooms", "--rt60", "0.1", "0.8", "--reverb_target
                    "--snr", "-5", "15"]  # fmt: skip  # the noisy-reverberant recipe's test conditions
 
 
-def selection_lists(folder: Path, env: dict, *, seed: int, tiny: bool) -> dict[str, Path]:
-    """Lists to choose a lever on: the jobs' test voices with new sentences, pitches and speeds (content ``seed``),
-    mixed clean and, with rooms and noise drawn for ``seed``, noisy and reverberant (never a job's test list)."""
+def fresh_lists(folder: Path, env: dict, *, seed: int, tiny: bool) -> dict[str, Path]:
+    """The jobs' test voices with new sentences, pitches and speeds (content ``seed``), mixed clean and, with rooms
+    and noise drawn for ``seed``, noisy and reverberant: the same pairs in both lists (never a job's test list)."""
     clean = report_list(folder / "clean", env, report_seed=seed, tiny=tiny)
     corpus = folder / "clean" / "corpus"
     rooms = report_list(folder / "noisy_reverb", env, report_seed=seed, tiny=tiny, corpus=corpus,
@@ -68,16 +73,18 @@ def main(argv=None) -> int:
         "--add", action="store_true", help="add these seeds' runs to those already in --out (same CPU and settings)"
     )
     parser.add_argument(
-        "--select", type=int, metavar="SEED", help="score on selection lists drawn with this content seed instead of "
-        "the jobs' own test lists: the figures to choose a lever on (the test lists are for reporting)"
+        "--lists_seed", type=int, metavar="SEED", help="score on lists drawn with this content seed instead of the "
+        "jobs' own test lists (2028: the selection lists, to choose a lever on; 2027: main_job.py's report seed)"
     )  # fmt: skip
     parser.add_argument("--reuse", action="store_true", help="jobs already done in --work (a job.log and a best.pth) "
                         "are scored again, not run again (a lever's job beside an earlier clean job, say)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reuse and not args.work:
+        parser.error("--reuse scores the jobs in --work: give --work")
     earlier: list[dict] = []
     if args.add and Path(args.out).is_file():
         before = json.loads(Path(args.out).read_text())
-        if before["cpu"] != cpu() or any(before.get(k) != getattr(args, k) for k in ("isa", "tiny", "select")):
+        if before["cpu"] != cpu() or any(before.get(k) != getattr(args, k) for k in ("isa", "tiny", "lists_seed")):
             raise SystemExit(f"{args.out}: made on another CPU or with other settings; not adding to it")
         earlier = before["runs"]
         if {r["seed"] for r in earlier} & set(args.seeds):
@@ -96,9 +103,9 @@ def main(argv=None) -> int:
             for name, text in (("clean", clean), ("noisy_reverb", noisy)):
                 (work / f"{name}.yaml").write_text(text)
                 configs[name] = ["--config", str(work / f"{name}.yaml")]
-        select = (
-            selection_lists(work / f"select{args.select}", env, seed=args.select, tiny=args.tiny)
-            if (args.select is not None)
+        fresh = (
+            fresh_lists(work / f"lists{args.lists_seed}", env, seed=args.lists_seed, tiny=args.tiny)
+            if (args.lists_seed is not None)
             else None
         )
         runs = []
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
             run = {"seed": seed}
             for name, extra in configs.items():
                 job = work / f"seed{seed}-{name}"
-                if args.reuse and (job / "job.log").is_file() and any(job.rglob("model/best.pth")):
+                if args.reuse and any(job.rglob("model/best.pth")) and any(job.rglob("eval/*/summary.json")):
                     print(f"rooms_quality: seed {seed}, {name}: the job in {job}", flush=True)
                     run[name] = {**job_figures(seed, job), "reused": True}
                 else:
@@ -114,12 +121,12 @@ def main(argv=None) -> int:
                     run[name] = run_job(seed, job, env, extra)
                 own = json.loads(next((job / run[name]["experiment"]).glob("eval/*/summary.json")).read_text())
                 run[name]["test_list"] = own["list"]
-            lists = select or {
+            lists = fresh or {
                 name: Path(run[name]["test_list"]).parents[1] for name in configs
             }  # <dataset_dir>/<n>mix/test.json
             for model in configs:
                 for test, dataset in lists.items():
-                    suffix = "" if select is None else f"-select{args.select}"
+                    suffix = "" if fresh is None else f"-lists{args.lists_seed}"
                     out = work / f"seed{seed}-{model}-on-{test}{suffix}"
                     # one reference for both models: the direct path (the noisy-reverberant recipe's target)
                     run[f"{model}_on_{test}"] = score(
@@ -139,13 +146,16 @@ def main(argv=None) -> int:
     cost = [r["clean_on_clean"]["si_sdri"] - r["noisy_reverb_on_clean"]["si_sdri"] for r in runs]
     result = {
         "what": "the mini DPRNN trained on clean mixtures and on noisy reverberant ones (conf/mini.yaml, "
-        "conf/mini_noisy_reverb.yaml, whole main jobs), each scored on both test lists (bench/bench_rooms_quality.py)",
+        "conf/mini_noisy_reverb.yaml, whole main jobs), each scored on a clean list and on a noisy-reverberant one "
+        "(bench/bench_rooms_quality.py)",
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu(),
         "isa": args.isa,
         "tiny": args.tiny,
-        "select": args.select,
-        "lists": "the jobs' own test lists" if args.select is None else f"selection lists, content seed {args.select}",
+        "lists_seed": args.lists_seed,
+        "lists": "the jobs' own test lists"
+        if fresh is None
+        else f"new lists of the test voices, content seed {args.lists_seed}",
         "seeds": [r["seed"] for r in runs],
         "si_sdri": table,
         "noisy_reverb_gain_on_noisy_reverb_db": spread(gain),

@@ -108,7 +108,10 @@ def run_job(seed: int, out: Path, env: dict, extra: list[str], *, recipe: str = 
 
 def job_figures(seed: int, out: Path) -> dict:
     """What a finished job in ``out`` wrote: its experiment, epochs, epoch times, own test figures, best.pth."""
-    best = next(out.rglob("model/best.pth"))
+    found = list(out.rglob("model/best.pth"))
+    if len(found) != 1:
+        raise SystemExit(f"main_job: {out} holds {len(found)} trained models, not one; give each job its own folder")
+    (best,) = found
     exp = best.parent.parent
     own = json.loads(next(exp.glob("eval/*/summary.json")).read_text())
     with open(exp / "loss" / "loss.csv") as f:
@@ -145,6 +148,8 @@ def report_list(
     ``held_out``: the voices of the held-out engine instead (all of them, less those the training engines voice).
     ``corpus``: one made before with the same seed (not made again); ``prepare``: more options of prepare (rooms
     and noise, say)."""
+    if corpus is not None and held_out:
+        raise ValueError("report_list: held_out makes its own corpus; do not give one")
     speakers, utts, n_test = ("4", "2", "4") if tiny else ("200", "2", "100")
     python = env.get("PYTHON", sys.executable)
     if corpus is None:

@@ -105,27 +105,28 @@ def test_bench_rooms_quality_tiny_trains_both_models_and_scores_each_on_both_lis
     (run_,) = written["runs"]
     assert run_["clean"]["test_list"] != run_["noisy_reverb"]["test_list"]  # each model on both lists
     assert written["cpu"]["model"] and set(written["target_met"]) == {"gain_at_least_3_db", "within_1_db_on_clean"}
-    assert written["select"] is None and "reused" not in run_["clean"]
+    assert written["lists_seed"] is None and "reused" not in run_["clean"]
 
-    # a lever's figures: the same jobs, not run again, scored on selection lists of another content seed
+    # a lever's figures: the same jobs, not run again, scored on lists of another content seed
     work = tmp_path / "work"
     logs = {p: p.stat().st_mtime_ns for p in work.glob("seed1-*/job.log")}
     select = tmp_path / "select.json"
     run("bench_rooms_quality.py", "--tiny", "--seeds", "1", "--work", str(work), "--out", str(select), "--reuse",
-        "--select", "7")  # fmt: skip
+        "--lists_seed", "7")  # fmt: skip
     chosen = json.loads(select.read_text())
     (again,) = chosen["runs"]
-    assert chosen["select"] == 7 and again["clean"]["reused"] and again["noisy_reverb"]["reused"]
+    assert chosen["lists_seed"] == 7 and again["clean"]["reused"] and again["noisy_reverb"]["reused"]
     assert {p: p.stat().st_mtime_ns for p in work.glob("seed1-*/job.log")} == logs and len(logs) == 2
     assert again["clean"]["epochs"] == run_["clean"]["epochs"]
     for model in ("clean", "noisy_reverb"):
         for test in ("clean", "noisy_reverb"):
-            scored = json.loads((work / f"seed1-{model}-on-{test}-select7" / "summary.json").read_text())
-            assert Path(scored["list"]).is_relative_to(work / "select7" / test), scored["list"]
-    rooms = json.loads((work / "select7" / "noisy_reverb" / "lists" / "2mix" / "test.json").read_text())
-    clean = json.loads((work / "select7" / "clean" / "lists" / "2mix" / "test.json").read_text())
+            scored = json.loads((work / f"seed1-{model}-on-{test}-lists7" / "summary.json").read_text())
+            assert Path(scored["list"]).is_relative_to(work.resolve() / "lists7" / test), scored["list"]
+    rooms = json.loads((work / "lists7" / "noisy_reverb" / "lists" / "2mix" / "test.json").read_text())
+    clean = json.loads((work / "lists7" / "clean" / "lists" / "2mix" / "test.json").read_text())
     assert all(m["scene"]["room"] for m in rooms["mixtures"]) and not any(m.get("scene") for m in clean["mixtures"])
     assert [m["id"] for m in rooms["mixtures"]] == [m["id"] for m in clean["mixtures"]]  # the same pairs, in rooms
+    assert rooms["seed"] == clean["seed"] == 7  # drawn for the seed asked for, not the jobs' own
 
 
 def test_bench_long_file_tiny(tmp_path):

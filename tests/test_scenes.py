@@ -302,10 +302,10 @@ def test_bench_rooms_tiny(tmp_path):
                    capture_output=True, timeout=300)  # fmt: skip
     result = json.loads(out.read_text())
     assert result["clean_ms_per_step"] > 0 and result["train_step_ms"] > 0
-    slowdowns = {"slowdown_bank0", "slowdown_bank64", "slowdown_bank64x4", "slowdown_bank0_dry0.5",
-                 "slowdown_bank64_dry0.5", "slowdown_bank64x4_dry0.5"}  # fmt: skip
+    slowdowns = {"slowdown_bank0", "slowdown_bank64", "slowdown_bank64x4", "slowdown_bank0_dry0.75",
+                 "slowdown_bank64_dry0.75", "slowdown_bank64x4_dry0.75"}  # fmt: skip
     assert slowdowns == {k for k in result if k.startswith("slowdown")}
-    assert result["rooms_noise_bank0_dry0.5_ms_per_step"] < result["rooms_noise_bank0_ms_per_step"]
+    assert result["rooms_noise_bank0_dry0.75_ms_per_step"] < result["rooms_noise_bank0_ms_per_step"]
 
 
 def test_measured_responses_in_dynamic_mixing_and_in_lists(noisy, corpus_root, tmp_path):
