@@ -47,9 +47,14 @@ from pathlib import Path
 from main_job import ISA_ENV, ROOT, TINY_YAML, cpu, job_figures, report_list, run_job, score, spread
 
 CONFIGS = {"clean": "conf/mini.yaml", "noisy_reverb": "conf/mini_noisy_reverb.yaml"}
-NOISE_AND_ROOMS = "  reverb: rooms\n  rt60: [0.1, 0.8]\n  reverb_target: direct\n  noise: synthetic\n  snr: [-5, 15]\n"
-ROOMS_AND_NOISE = ["--reverb", "rooms", "--rt60", "0.1", "0.8", "--reverb_target", "direct", "--noise", "synthetic",
-                   "--snr", "-5", "15"]  # fmt: skip  # the noisy-reverberant recipe's test conditions
+# the noisy-reverberant recipe's test conditions: as a config's prepare block, and as prepare's options
+CONDITIONS = {"reverb": "rooms", "rt60": [0.1, 0.8], "reverb_target": "direct", "noise": "synthetic", "snr": [-5, 15]}
+NOISE_AND_ROOMS = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in CONDITIONS.items())
+ROOMS_AND_NOISE = [
+    word
+    for key, value in CONDITIONS.items()
+    for word in (f"--{key}", *map(str, value if isinstance(value, list) else [value]))
+]
 
 
 def fresh_lists(folder: Path, env: dict, *, seed: int, tiny: bool) -> dict[str, Path]:
