@@ -26,9 +26,13 @@ beside the clean job of an earlier run, or an earlier run's jobs on other lists)
 
 ``bench/results/rooms_quality.json`` was measured with both configs as they are: chunks side by side
 (``hop_size: 50``), AdamW with weight decay 5e-2, each bank room serving 4 epochs (``room_life: 4``) and three
-quarters of the noisy job's mixtures dry (``dry_share: 0.75``); ``rooms_quality_lists2027.json`` scores its
-jobs on new lists (``--lists_seed 2027 --reuse``), and ``rooms_select_dry0.5.json`` / ``rooms_select_dry0.75.json``
-are the selection figures the dry share was chosen on.  ``rooms_quality_dry0.5.json`` holds the runs before,
+quarters of the noisy job's mixtures dry (``dry_share: 0.75``) and its model a 64-sample window with H=128
+(seed 111's two jobs are the selection run's, scored again with ``--reuse``).  ``rooms_select_window32_h64.json``,
+``rooms_select_window64_h128.json`` and ``rooms_select_window64_h64.json`` are the selection figures that model was
+chosen on; ``rooms_quality_window32.json`` holds the runs before, with mini.yaml's model (a 32-sample window, H=64),
+``rooms_quality_lists2027.json`` scores those on new lists (``--lists_seed 2027 --reuse``), and
+``rooms_select_dry0.5.json`` / ``rooms_select_dry0.75.json`` are the selection figures the dry share was chosen
+on.  ``rooms_quality_dry0.5.json`` holds the runs before,
 half of the mixtures dry; ``rooms_quality_room_life1.json`` the ones before, a new bank every epoch;
 ``rooms_quality_adam_hop25.json`` the ones before, both jobs with half-overlapping chunks and Adam
 without decay (and ``rooms_quality_all_wet.json`` the first, every training mixture wet).

@@ -248,15 +248,19 @@ def test_recipe_configs_load_with_their_options():
             assert cfg.dry_share == (0.75 if name == "mini_noisy_reverb" else 0.0)
 
 
-def test_the_noisy_reverberant_main_job_differs_from_the_clean_one_in_its_data_alone():
-    """bench_rooms_quality compares the two mini DPRNN jobs: same model, optimizer, schedule and budget."""
+def test_the_noisy_reverberant_main_job_differs_from_the_clean_one_in_its_data_and_its_model_window_and_width():
+    """bench_rooms_quality compares the two mini DPRNN jobs: same optimizer, schedule and budget; the noisy one
+    has rooms and noise, and a 64-sample window with H=128 (docs/recipe-levers.md)."""
     clean = load_config("egs/librispeech/dprnn_tasnet/conf/mini.yaml")
     noisy = load_config("egs/librispeech/dprnn_tasnet/conf/mini_noisy_reverb.yaml")
     data = {"dataset_dir", "reverb", "rt60_min", "rt60_max", "reverb_target", "room_bank", "room_life", "noise",
-            "snr_min", "snr_max", "dry_share"}  # fmt: skip
+            "snr_min", "snr_max", "dry_share", "model"}  # fmt: skip
     differ = {k for k in TrainConfig.keys() if getattr(clean, k) != getattr(noisy, k)}
-    assert differ <= data, f"the two jobs differ in more than their data: {sorted(differ - data)}"
+    assert differ <= data, f"the two jobs differ in more than their data and model: {sorted(differ - data)}"
     assert {"reverb", "noise", "dry_share"} <= differ
+    model = {k for k in clean.model.keys() | noisy.model.keys() if clean.model.get(k) != noisy.model.get(k)}
+    assert model == {"kernel_size", "stride", "hidden"}  # the stride follows the window (half of it)
+    assert (noisy.model["kernel_size"], noisy.model["stride"], noisy.model["hidden"]) == (64, 32, 128)
 
 
 @pytest.mark.slow
